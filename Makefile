@@ -1,0 +1,35 @@
+# Thin wrapper around CMake + Ninja + CTest. Every target installs what it
+# needs first (scripts/deps.sh is idempotent and silent when all is present).
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure check check-unit check-asan demo clean
+
+all: configure
+	cmake --build $(BUILD)
+
+deps:
+	@bash scripts/deps.sh
+
+configure: deps
+	@test -f $(BUILD)/build.ninja || cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+check: all
+	cd $(BUILD) && ctest --output-on-failure
+
+check-unit: all
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+# Unit tests under ASan+UBSan (no guest: the guest is freestanding).
+check-asan: deps
+	@test -f $(ASAN_BUILD)/build.ninja || cmake -S . -B $(ASAN_BUILD) -G Ninja \
+		-DKVMOVE_SANITIZE=ON -DKVMOVE_BUILD_GUEST=OFF -DCMAKE_BUILD_TYPE=Debug
+	cmake --build $(ASAN_BUILD)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -L unit
+
+demo: all
+	@bash scripts/demo.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

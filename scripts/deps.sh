@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install every Debian package kvmove needs to build, test and demo.
+# Idempotent: does nothing (and needs no network) when everything is present.
+set -euo pipefail
+
+PKGS=(
+  # build
+  gcc make cmake ninja-build pkg-config
+  # libraries
+  libjansson-dev libxxhash-dev libzstd-dev liblz4-dev libcmocka-dev
+  # tests: the peer VMM, and tools the integration tests use
+  qemu-system-x86 python3 iproute2 procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps.sh: installing: ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps.sh: done" >&2

@@ -1,0 +1,23 @@
+/*
+ * cli.h - the kvmove command's verbs.  Each verb is one file (cmd_<verb>.c)
+ * and returns the process exit status (documented in its --help).
+ */
+#ifndef KVMOVE_CLI_CLI_H
+#define KVMOVE_CLI_CLI_H
+
+/* Exit codes shared by all verbs. */
+enum {
+	KV_EXIT_OK = 0,
+	KV_EXIT_FAIL = 1,	/* the operation failed */
+	KV_EXIT_USAGE = 2,	/* bad command line */
+	KV_EXIT_UNREACHABLE = 5,	/* could not reach the VMM / peer */
+};
+
+/* kvmove run [options]: one VMM process for one VM. */
+int cmd_run(int argc, char **argv);
+
+/* kvmove status|pause|resume|stop --control SOCKET [--json]: talk to a VMM's
+ * control socket.  verb is argv[0]. */
+int cmd_ctl(int argc, char **argv);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * cmd_run.c - kvmove run: one VMM process for one VM.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/mem.h"
+#include "vmm/vmm.h"
+
+static void usage(FILE *f)
+{
+	fputs("usage: kvmove run --kernel ELF [options]\n"
+	      "\n"
+	      "Start one VM in this process and run it until it shuts down.\n"
+	      "\n"
+	      "  --name NAME          VM name (default: vm)\n"
+	      "  --mem SIZE           guest RAM, e.g. 512M, 4G (16M .. 1T; default 512M).\n"
+	      "                       RAM above 3 GiB is placed above 4 GiB (PCI hole).\n"
+	      "  --cpus N             vCPUs (1..64; default 1)\n"
+	      "  --kernel ELF         kernel to boot through the PVH entry point\n"
+	      "                       (XEN_ELFNOTE_PHYS32_ENTRY): the test guest, or\n"
+	      "                       Linux's vmlinux built with CONFIG_PVH\n"
+	      "  --initrd FILE        initial ramdisk (PVH module 0)\n"
+	      "  --append CMDLINE     kernel command line (up to 4095 bytes)\n"
+	      "  --console PATH|stdio|none\n"
+	      "                       where the serial port (COM1, 0x3f8) writes; stdio\n"
+	      "                       also feeds standard input to it (default: stdio)\n"
+	      "  --control SOCKET     serve the QMP-compatible control socket here\n"
+	      "  --paused             start with the vCPUs paused (resume with\n"
+	      "                       'kvmove resume' or QMP 'cont')\n"
+	      "  -h, --help           this text\n"
+	      "\n"
+	      "Exit status: 0 when the VM was shut down from the host (quit, SIGINT,\n"
+	      "SIGTERM), the guest's value when it wrote to the debug-exit port 0xf4,\n"
+	      "1 on a guest triple fault or a KVM error (the reason is printed),\n"
+	      "2 on a usage error.\n", f);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "mem", required_argument, NULL, 'm' },
+		{ "cpus", required_argument, NULL, 'c' },
+		{ "kernel", required_argument, NULL, 'k' },
+		{ "initrd", required_argument, NULL, 'i' },
+		{ "append", required_argument, NULL, 'a' },
+		{ "console", required_argument, NULL, 'C' },
+		{ "control", required_argument, NULL, 'S' },
+		{ "paused", no_argument, NULL, 'P' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct vmm_options o = { .name = "vm", .mem_size = 512ULL << 20, .ncpus = 1,
+				 .console = "stdio" };
+	struct kv_err err;
+	struct vmm *vmm;
+	char *end;
+	int c, status;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n': o.name = optarg; break;
+		case 'm':
+			if (mem_parse_size(optarg, &o.mem_size, &err)) {
+				fprintf(stderr, "kvmove run: --mem: %s\n", err.msg);
+				return KV_EXIT_USAGE;
+			}
+			break;
+		case 'c': {
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*optarg == '\0' || *end || n < 1 || n > 64) {
+				fprintf(stderr, "kvmove run: --cpus must be 1..64\n");
+				return KV_EXIT_USAGE;
+			}
+			o.ncpus = (unsigned)n;
+			break;
+		}
+		case 'k': o.kernel = optarg; break;
+		case 'i': o.initrd = optarg; break;
+		case 'a': o.append = optarg; break;
+		case 'C': o.console = optarg; break;
+		case 'S': o.control = optarg; break;
+		case 'P': o.start_paused = true; break;
+		case 'h': usage(stdout); return KV_EXIT_OK;
+		default: usage(stderr); return KV_EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kvmove run: unexpected argument '%s'\n", argv[optind]);
+		return KV_EXIT_USAGE;
+	}
+	if (!o.kernel) {
+		fprintf(stderr, "kvmove run: --kernel is required\n");
+		usage(stderr);
+		return KV_EXIT_USAGE;
+	}
+	if (strlen(o.name) >= 64) {
+		fprintf(stderr, "kvmove run: --name is limited to 63 characters\n");
+		return KV_EXIT_USAGE;
+	}
+
+	if (vmm_create(&vmm, &o, &err)) {
+		fprintf(stderr, "kvmove run: %s\n", err.msg);
+		return KV_EXIT_FAIL;
+	}
+	status = vmm_run(vmm);
+	vmm_destroy(vmm);
+	return status;
+}

@@ -1,0 +1,49 @@
+/*
+ * main.c - the kvmove command: dispatch to one verb per file.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *f)
+{
+	fputs("usage: kvmove VERB [options]\n"
+	      "\n"
+	      "Verbs:\n"
+	      "  run      start a VMM process for one VM (see kvmove run --help)\n"
+	      "  status   show a running VM's state\n"
+	      "  pause    pause a VM's vCPUs\n"
+	      "  resume   resume a paused VM\n"
+	      "  stop     shut a VM down and end its VMM\n"
+	      "\n"
+	      "Every verb takes --help.  Exit status: 0 ok, 1 failed, 2 usage error,\n"
+	      "5 the VMM's control socket could not be reached.\n", f);
+}
+
+int main(int argc, char **argv)
+{
+	const char *verb;
+
+	if (argc < 2) {
+		usage(stderr);
+		return KV_EXIT_USAGE;
+	}
+	verb = argv[1];
+	if (!strcmp(verb, "-h") || !strcmp(verb, "--help") || !strcmp(verb, "help")) {
+		usage(stdout);
+		return KV_EXIT_OK;
+	}
+	if (!strcmp(verb, "--version")) {
+		puts("kvmove 0.1");
+		return KV_EXIT_OK;
+	}
+	if (!strcmp(verb, "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(verb, "status") || !strcmp(verb, "pause") || !strcmp(verb, "resume") ||
+	    !strcmp(verb, "stop"))
+		return cmd_ctl(argc - 1, argv + 1);
+	fprintf(stderr, "kvmove: unknown verb '%s'\n\n", verb);
+	usage(stderr);
+	return KV_EXIT_USAGE;
+}

@@ -1,0 +1,127 @@
+/*
+ * vm.h - one KVM virtual machine: its memory, vCPUs, in-kernel irqchip and
+ * PIT, I/O buses and device table.  Only src/core/ issues KVM ioctls.
+ *
+ * Lifecycle:  vm_create() -> add devices -> load a kernel -> vm_start()
+ *             -> vm_pause()/vm_resume() ... -> vm_stop() -> vm_destroy().
+ * Threads: one per vCPU.  Only a vCPU's own thread touches its fd; other
+ * threads ask it to pause (request + immediate_exit + signal) and wait for
+ * the answer.  Anything may call vm_request_shutdown(); the owner (main
+ * loop) sees it through vm_shutdown_fd() and then calls vm_stop().
+ */
+#ifndef KVMOVE_CORE_VM_H
+#define KVMOVE_CORE_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "common/err.h"
+#include "core/mem.h"
+#include "devices/bus.h"
+
+#define VM_MAX_VCPUS 64
+#define VM_MAX_DEVICES 32
+#define VM_NAME_MAX 64
+
+struct device;
+struct vcpu;
+
+struct vm_config {
+	char name[VM_NAME_MAX];
+	uint64_t mem_size;
+	unsigned ncpus;
+};
+
+enum vm_state {
+	VM_STATE_CREATED,	/* built, vCPUs not started */
+	VM_STATE_RUNNING,
+	VM_STATE_PAUSED,
+	VM_STATE_SHUTDOWN,	/* vCPU threads stopped for good */
+};
+
+enum vm_shutdown_reason {
+	VM_SHUTDOWN_NONE,
+	VM_SHUTDOWN_HOST,	/* quit command, signal */
+	VM_SHUTDOWN_GUEST,	/* guest asked (debug-exit port) */
+	VM_SHUTDOWN_GUEST_RESET,	/* triple fault */
+	VM_SHUTDOWN_ERROR,	/* KVM reported an error we cannot continue from */
+};
+
+/* Events the VM reports to whoever embeds it (the control socket). */
+enum vm_event { VM_EVENT_STOP, VM_EVENT_RESUME };
+typedef void (*vm_event_fn)(void *opaque, enum vm_event ev);
+
+struct vm {
+	struct vm_config cfg;
+	int kvm_fd, vm_fd;
+	int vcpu_mmap_size;
+	struct guest_mem mem;
+	struct kvm_cpuid2 *cpuid;	/* supported CPUID, template for vCPUs */
+
+	struct vcpu *vcpus[VM_MAX_VCPUS];
+	unsigned nvcpus;
+
+	struct bus pio_bus, mmio_bus;
+	struct device *devices[VM_MAX_DEVICES];
+	unsigned ndevices;
+
+	/* Run state; all below guarded by lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vm_state state;
+	bool pause_req;		/* vCPUs should park */
+	bool exit_req;		/* vCPU threads should end */
+	unsigned parked;	/* vCPUs currently parked */
+	struct timespec started;
+
+	/* Shutdown request (first one wins). */
+	enum vm_shutdown_reason shutdown_reason;
+	int shutdown_code;
+	char shutdown_msg[KV_ERR_MAX];
+	int shutdown_efd;	/* eventfd, readable once shutdown is requested */
+
+	vm_event_fn on_event;
+	void *event_opaque;
+};
+
+int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err);
+void vm_destroy(struct vm *vm);
+
+/* Hand a device to the VM (it destroys it). */
+int vm_add_device(struct vm *vm, struct device *dev, struct kv_err *err);
+
+/* Put the boot vCPU at a 32-bit PVH entry point with EBX = start_info. */
+int vm_setup_pvh_boot(struct vm *vm, uint32_t entry, uint32_t start_info,
+		      struct kv_err *err);
+
+int vm_start(struct vm *vm, struct kv_err *err);
+/* Park every vCPU outside KVM_RUN (pending I/O completed). Idempotent. */
+int vm_pause(struct vm *vm, struct kv_err *err);
+int vm_resume(struct vm *vm, struct kv_err *err);
+/* End every vCPU thread for good (the VM can't run again). */
+void vm_stop(struct vm *vm);
+
+void vm_request_shutdown(struct vm *vm, enum vm_shutdown_reason reason, int code,
+			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int vm_shutdown_fd(const struct vm *vm);
+enum vm_state vm_get_state(struct vm *vm);
+const char *vm_state_name(enum vm_state st);
+const char *vm_shutdown_reason_name(enum vm_shutdown_reason r);
+
+/* Assert (level=1) or deassert an ISA IRQ line on the in-kernel PIC/IOAPIC. */
+int vm_irq_line(struct vm *vm, unsigned irq, int level);
+
+uint64_t vm_uptime_ms(struct vm *vm);
+
+/* ---- vcpu.c (internal to core) ---- */
+int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out, struct kv_err *err);
+void vcpu_destroy(struct vcpu *vcpu);
+int vcpu_start(struct vcpu *vcpu, struct kv_err *err);
+void vcpu_kick(struct vcpu *vcpu);
+void vcpu_join(struct vcpu *vcpu);
+int vcpu_fd(const struct vcpu *vcpu);
+
+#endif

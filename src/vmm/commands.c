@@ -1,0 +1,131 @@
+/*
+ * commands.c - what a VMM answers on its control socket.  Names follow QMP
+ * where QEMU has the same command, so QMP clients work unchanged.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "control/control.h"
+#include "core/vm.h"
+#include "vmm/vmm.h"
+
+/* QMP rejects arguments it does not know; so do we. */
+static int check_args(json_t *args, const char *const *allowed, struct kv_err *err)
+{
+	const char *key;
+	json_t *val;
+
+	json_object_foreach(args, key, val) {
+		bool ok = false;
+		for (const char *const *a = allowed; *a; a++)
+			if (!strcmp(key, *a))
+				ok = true;
+		if (!ok)
+			return kv_errf(err, EINVAL, "Parameter '%s' is unexpected", key);
+	}
+	return 0;
+}
+
+static const char *const no_args[] = { NULL };
+
+static int cmd_query_status(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	enum vm_state st;
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	st = vm_get_state(vmm->vm);
+	*ret = json_pack("{s:s, s:b, s:b}", "status", vm_state_name(st),
+			 "running", st == VM_STATE_RUNNING, "singlestep", 0);
+	return 0;
+}
+
+static int cmd_query_vm(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	*ret = json_pack("{s:s, s:i, s:I, s:I, s:s}", "name", vmm->vm->cfg.name,
+			 "cpus", (int)vmm->vm->nvcpus, "mem", (json_int_t)vmm->vm->mem.size,
+			 "uptime-ms", (json_int_t)vm_uptime_ms(vmm->vm),
+			 "status", vm_state_name(vm_get_state(vmm->vm)));
+	return 0;
+}
+
+static int cmd_stop(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	int r = check_args(args, no_args, err);
+
+	return r ? r : vm_pause(vmm->vm, err);
+}
+
+static int cmd_cont(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	int r = check_args(args, no_args, err);
+
+	return r ? r : vm_resume(vmm->vm, err);
+}
+
+static int cmd_quit(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	/* The main loop stops the VM; this reply goes out first. */
+	vm_request_shutdown(vmm->vm, VM_SHUTDOWN_HOST, 0, "quit command on the control socket");
+	return 0;
+}
+
+/*
+ * Debug: flip one byte of guest RAM behind the guest's back, as a lost or
+ * corrupted page would look to it.  The write is marked dirty like every
+ * VMM write, so a migration carries it (and the guest still notices).
+ */
+static int cmd_corrupt_page(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	static const char *const allowed[] = { "gpa", NULL };
+	struct vmm *vmm = opaque;
+	json_t *jg = json_object_get(args, "gpa");
+	json_int_t gpa;
+	uint8_t *p;
+	int r = check_args(args, allowed, err);
+
+	if (r)
+		return r;
+	if (!json_is_integer(jg) || json_integer_value(jg) < 0)
+		return kv_errf(err, EINVAL, "'gpa' must be a non-negative integer");
+	gpa = json_integer_value(jg);
+	p = mem_gpa_to_hva(&vmm->vm->mem, (uint64_t)gpa, 1);
+	if (!p)
+		return kv_errf(err, EFAULT, "0x%" PRIx64 " is not guest RAM", (uint64_t)gpa);
+	__atomic_xor_fetch(p, 0xff, __ATOMIC_SEQ_CST);
+	mem_mark_dirty(&vmm->vm->mem, (uint64_t)gpa, 1);
+	*ret = json_pack("{s:I}", "gpa", gpa);
+	return 0;
+}
+
+static const struct ctl_cmd commands[] = {
+	{ "query-status", cmd_query_status, "run state (QMP StatusInfo)" },
+	{ "query-vm", cmd_query_vm, "name, vCPUs, memory, uptime" },
+	{ "stop", cmd_stop, "pause every vCPU" },
+	{ "cont", cmd_cont, "resume a paused VM" },
+	{ "quit", cmd_quit, "shut the VM down and exit the VMM" },
+	{ "x-corrupt-page", cmd_corrupt_page,
+	  "debug: flip the byte at guest-physical address 'gpa'" },
+};
+
+const struct ctl_cmd *vmm_commands(size_t *n)
+{
+	*n = sizeof(commands) / sizeof(commands[0]);
+	return commands;
+}

@@ -1,0 +1,50 @@
+/*
+ * vmm.h - one VMM process: builds a VM from command-line options (RAM,
+ * vCPUs, UART console, debug-exit port, PVH kernel), serves its control
+ * socket, and runs the main loop until the VM shuts down.
+ */
+#ifndef KVMOVE_VMM_VMM_H
+#define KVMOVE_VMM_VMM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <termios.h>
+
+#include "common/err.h"
+
+struct vm;
+struct uart8250;
+struct ctl_server;
+
+struct vmm_options {
+	const char *name;
+	uint64_t mem_size;
+	unsigned ncpus;
+	const char *kernel;
+	const char *initrd;	/* may be NULL */
+	const char *append;	/* may be NULL */
+	const char *console;	/* "stdio", a file path, or "none" */
+	const char *control;	/* socket path, may be NULL */
+	bool start_paused;
+};
+
+struct vmm {
+	struct vmm_options opts;
+	struct vm *vm;
+	struct uart8250 *uart;
+	struct ctl_server *ctl;
+	int console_fd;		/* where guest output goes */
+	int input_fd;		/* where guest input comes from, or -1 */
+	int signal_fd;
+};
+
+int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *err);
+/* Start the vCPUs and serve until the VM shuts down. Returns the exit status. */
+int vmm_run(struct vmm *vmm);
+void vmm_destroy(struct vmm *vmm);
+
+/* commands.c: the control-socket command table for a VMM. */
+struct ctl_cmd;
+const struct ctl_cmd *vmm_commands(size_t *n);
+
+#endif
