@@ -60,8 +60,19 @@ static const struct vmstate_field uart_fields[] = {
 	VMS_FIELD(struct uart_state, rx_count, 1),
 	VMS_ARRAY(struct uart_state, rx, 1),
 };
+/* Loaded state is untrusted: the FIFO indices must stay inside the FIFO. */
+static int uart_validate(const void *state, struct kv_err *err)
+{
+	const struct uart_state *s = state;
+
+	if (s->rx_head >= UART_RX_SIZE || s->rx_count > UART_RX_SIZE)
+		return kv_errf(err, ERANGE, "receive FIFO head %u / count %u out of range",
+			       s->rx_head, s->rx_count);
+	return 0;
+}
+
 static const struct vmstate_desc uart_vmstate =
-	VMS_DESC("uart8250", struct uart_state, 1, uart_fields);
+	VMS_DESC("uart8250", struct uart_state, 1, uart_fields, uart_validate);
 
 struct uart8250 *uart_from_device(struct device *dev)
 {

@@ -21,12 +21,17 @@ struct vmstate_field {
 	unsigned version;	/* first version that has the field */
 };
 
+struct kv_err;
+
 struct vmstate_desc {
 	const char *name;
 	unsigned version;
 	size_t struct_size;
 	const struct vmstate_field *fields;
 	size_t nfields;
+	/* Called after a load: check every index, count and length the loaded
+	 * state holds (it came from a peer or a file).  May be NULL. */
+	int (*validate)(const void *state, struct kv_err *err);
 };
 
 #define VMS_FIELD(type, field, ver) \
@@ -34,8 +39,32 @@ struct vmstate_desc {
 #define VMS_ARRAY(type, field, ver) \
 	{ #field, offsetof(type, field), sizeof(((type *)0)->field[0]), \
 	  sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]), ver }
-#define VMS_DESC(sname, type, ver, table) \
+#define VMS_DESC(sname, type, ver, table, check) \
 	{ .name = sname, .version = ver, .struct_size = sizeof(type), \
-	  .fields = table, .nfields = sizeof(table) / sizeof(table[0]) }
+	  .fields = table, .nfields = sizeof(table) / sizeof(table[0]), \
+	  .validate = check }
+
+/*
+ * The walker.  A saved section is self-describing, so a reader can match
+ * fields by name and check each one's size and count before copying:
+ *
+ *   u32 version            the writer's desc->version
+ *   u32 nfields
+ *   nfields times:
+ *     u8  name_len, name_len bytes of name (no NUL)
+ *     u8  elem_size (1, 2, 4, 8)
+ *     u32 count
+ *     count * elem_size bytes, little-endian elements
+ *
+ * Load rejects: a newer version than ours, an unknown field, a field whose
+ * size or count differs from ours, a field twice, trailing bytes, any
+ * truncation, and whatever desc->validate() rejects.  Fields we have that
+ * the stream lacks (added in a later version) keep the value they had.
+ */
+size_t vmstate_saved_size(const struct vmstate_desc *d);
+int vmstate_save(const struct vmstate_desc *d, const void *state, uint8_t *buf,
+		 size_t cap, size_t *len, struct kv_err *err);
+int vmstate_load(const struct vmstate_desc *d, void *state, const uint8_t *buf,
+		 size_t len, struct kv_err *err);
 
 #endif
