@@ -37,6 +37,11 @@ struct vcpu {
 	bool dead;		/* hit an exit it cannot continue from */
 	bool need_completion;	/* last exit was PIO/MMIO: KVM must finish it */
 	uint64_t exits;
+	/* A request to run on this thread while parked (guarded by vm->lock). */
+	vcpu_work_fn work_fn;
+	void *work_arg;
+	int work_result;
+	bool work_done;
 };
 
 int vcpu_fd(const struct vcpu *vcpu)
@@ -283,6 +288,16 @@ static void *vcpu_thread(void *arg)
 		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 		pthread_mutex_lock(&vm->lock);
 		while (vm->pause_req || vm->exit_req || v->dead) {
+			if (v->work_fn && !vm->exit_req) {
+				vcpu_work_fn fn = v->work_fn;
+				pthread_mutex_unlock(&vm->lock);
+				v->work_result = fn(v, v->fd, v->work_arg);
+				pthread_mutex_lock(&vm->lock);
+				v->work_fn = NULL;
+				v->work_done = true;
+				pthread_cond_broadcast(&vm->cond);
+				continue;
+			}
 			if (v->need_completion && !v->dead) {
 				pthread_mutex_unlock(&vm->lock);
 				complete_pending_io(v);
@@ -316,10 +331,42 @@ static void *vcpu_thread(void *arg)
 			v->dead = true;
 			continue;
 		}
-		v->exits++;
+		__atomic_fetch_add(&v->exits, 1, __ATOMIC_RELAXED);
 		if (!handle_exit(v))
 			v->dead = true;
 	}
+}
+
+int vm_run_on_vcpu(struct vm *vm, unsigned idx, vcpu_work_fn fn, void *arg,
+		   struct kv_err *err)
+{
+	struct vcpu *v;
+	int r;
+
+	if (idx >= vm->nvcpus)
+		return kv_errf(err, EINVAL, "no vCPU %u", idx);
+	v = vm->vcpus[idx];
+	if (!v->started)	/* no thread yet (or any more): the fd is ours */
+		return fn(v, v->fd, arg);
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state != VM_STATE_PAUSED || !v->parked) {
+		pthread_mutex_unlock(&vm->lock);
+		return kv_errf(err, EBUSY, "vCPU %u is not paused", idx);
+	}
+	v->work_fn = fn;
+	v->work_arg = arg;
+	v->work_done = false;
+	pthread_cond_broadcast(&vm->cond);
+	while (!v->work_done)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	r = v->work_result;
+	pthread_mutex_unlock(&vm->lock);
+	return r;
+}
+
+uint64_t vcpu_exit_count(const struct vcpu *v)
+{
+	return __atomic_load_n(&v->exits, __ATOMIC_RELAXED);
 }
 
 int vcpu_start(struct vcpu *v, struct kv_err *err)

@@ -116,6 +116,16 @@ int vm_irq_line(struct vm *vm, unsigned irq, int level);
 
 uint64_t vm_uptime_ms(struct vm *vm);
 
+/*
+ * Run fn on vCPU idx's own thread (the only thread allowed to touch its fd)
+ * and return its result.  The VM must be paused; before vm_start() and
+ * after vm_stop() fn runs on the caller's thread.
+ */
+typedef int (*vcpu_work_fn)(struct vcpu *vcpu, int vcpu_fd, void *arg);
+int vm_run_on_vcpu(struct vm *vm, unsigned idx, vcpu_work_fn fn, void *arg,
+		   struct kv_err *err);
+uint64_t vcpu_exit_count(const struct vcpu *vcpu);
+
 /* ---- vcpu.c (internal to core) ---- */
 int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out, struct kv_err *err);
 void vcpu_destroy(struct vcpu *vcpu);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "control/control.h"
+#include "core/vcpu_info.h"
 #include "core/vm.h"
 #include "vmm/vmm.h"
 
@@ -114,12 +115,48 @@ static int cmd_corrupt_page(void *opaque, json_t *args, json_t **ret, struct kv_
 	return 0;
 }
 
+/* Debug: per-vCPU exit counts, and where each vCPU is while paused. */
+static int cmd_query_vcpus(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	json_t *list;
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	list = json_array();
+	for (unsigned i = 0; i < vmm->vm->nvcpus; i++) {
+		struct vcpu_summary s;
+		json_t *o;
+
+		r = vcpu_get_summary(vmm->vm, i, &s, err);
+		if (r) {
+			json_decref(list);
+			return r;
+		}
+		o = json_pack("{s:i, s:I}", "cpu", (int)i, "exits", (json_int_t)s.exits);
+		if (s.have_regs) {
+			json_object_set_new(o, "rip", json_integer((json_int_t)s.rip));
+			json_object_set_new(o, "cpl", json_integer(s.cpl));
+			json_object_set_new(o, "cr0", json_integer((json_int_t)s.cr0));
+			json_object_set_new(o, "efer", json_integer((json_int_t)s.efer));
+			json_object_set_new(o, "mp-state",
+					    json_string(vcpu_mp_state_name(s.mp_state)));
+		}
+		json_array_append_new(list, o);
+	}
+	*ret = list;
+	return 0;
+}
+
 static const struct ctl_cmd commands[] = {
 	{ "query-status", cmd_query_status, "run state (QMP StatusInfo)" },
 	{ "query-vm", cmd_query_vm, "name, vCPUs, memory, uptime" },
 	{ "stop", cmd_stop, "pause every vCPU" },
 	{ "cont", cmd_cont, "resume a paused VM" },
 	{ "quit", cmd_quit, "shut the VM down and exit the VMM" },
+	{ "x-query-vcpus", cmd_query_vcpus,
+	  "debug: per-vCPU exit counts; registers and mode while paused" },
 	{ "x-corrupt-page", cmd_corrupt_page,
 	  "debug: flip the byte at guest-physical address 'gpa'" },
 };
