@@ -166,6 +166,9 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err)
 		}
 		vm->nvcpus++;
 	}
+	r = cpu_probe_msrs(vm, err);
+	if (r)
+		goto fail;
 	clock_gettime(CLOCK_MONOTONIC, &vm->started);
 	*out = vm;
 	return 0;

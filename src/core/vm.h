@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "common/err.h"
+#include "core/cpu_state.h"
 #include "core/mem.h"
 #include "devices/bus.h"
 
@@ -60,6 +61,8 @@ struct vm {
 	int vcpu_mmap_size;
 	struct guest_mem mem;
 	struct kvm_cpuid2 *cpuid;	/* supported CPUID, template for vCPUs */
+	uint32_t nmsrs;			/* MSRs KVM can save for this VM */
+	uint32_t msr_index[CPU_MAX_MSRS];
 
 	struct vcpu *vcpus[VM_MAX_VCPUS];
 	unsigned nvcpus;

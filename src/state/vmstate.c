@@ -92,6 +92,11 @@ int vmstate_save(const struct vmstate_desc *d, const void *state, uint8_t *buf,
 		buf[pos++] = (uint8_t)f->size;
 		put_le(buf + pos, f->count, 4);
 		pos += 4;
+		if (f->size == 1) {	/* bytes and blobs: no byte order */
+			memcpy(buf + pos, base + f->offset, f->count);
+			pos += f->count;
+			continue;
+		}
 		for (size_t e = 0; e < f->count; e++) {
 			put_le(buf + pos, read_elem(base + f->offset + e * f->size, f->size), f->size);
 			pos += f->size;
@@ -164,6 +169,11 @@ int vmstate_load(const struct vmstate_desc *d, void *state, const uint8_t *buf,
 			goto out;
 		}
 		if (len - pos < esize * count) goto trunc;
+		if (esize == 1) {
+			memcpy(scratch + f->offset, buf + pos, count);
+			pos += count;
+			continue;
+		}
 		for (size_t e = 0; e < count; e++) {
 			write_elem(scratch + f->offset + e * esize, esize, get_le(buf + pos, esize));
 			pos += esize;

@@ -39,6 +39,10 @@ struct vmstate_desc {
 #define VMS_ARRAY(type, field, ver) \
 	{ #field, offsetof(type, field), sizeof(((type *)0)->field[0]), \
 	  sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]), ver }
+/* An opaque byte block: a kernel ABI struct (kvm_regs, kvm_xsave, ...) whose
+ * layout KVM itself fixes; the name and size still have to match. */
+#define VMS_BLOB(type, field, ver) \
+	{ #field, offsetof(type, field), 1, sizeof(((type *)0)->field), ver }
 #define VMS_DESC(sname, type, ver, table, check) \
 	{ .name = sname, .version = ver, .struct_size = sizeof(type), \
 	  .fields = table, .nfields = sizeof(table) / sizeof(table[0]), \
