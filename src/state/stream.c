@@ -1,0 +1,288 @@
+#include "state/stream.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define WBUF_SIZE (1u << 20)
+
+/* Record the first error; every later call returns it. */
+static int fail(struct stream *s, struct kv_err *err, int e, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int fail(struct stream *s, struct kv_err *err, int e, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!s->error) {
+		s->error = e < 0 ? e : -e;
+		va_start(ap, fmt);
+		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+		va_end(ap);
+	}
+	return kv_errf(err, s->error, "%s", s->errmsg);
+}
+
+static int sticky(struct stream *s, struct kv_err *err)
+{
+	return s->error ? kv_errf(err, s->error, "%s", s->errmsg) : 0;
+}
+
+int stream_init(struct stream *s, int fd, size_t max_record, struct kv_err *err)
+{
+	memset(s, 0, sizeof(*s));
+	s->fd = fd;
+	s->timeout_ms = -1;
+	s->max_record = max_record;
+	s->wcap = WBUF_SIZE;
+	s->wbuf = malloc(s->wcap);
+	s->rcap = max_record + STREAM_TRAILER_SIZE;
+	s->rbuf = malloc(s->rcap);
+	s->hash = XXH3_createState();
+	s->rhash = XXH3_createState();
+	if (!s->wbuf || !s->rbuf || !s->hash || !s->rhash) {
+		stream_destroy(s);
+		return kv_errf(err, ENOMEM, "allocating stream buffers");
+	}
+	return 0;
+}
+
+void stream_destroy(struct stream *s)
+{
+	free(s->wbuf);
+	free(s->rbuf);
+	if (s->hash)
+		XXH3_freeState(s->hash);
+	if (s->rhash)
+		XXH3_freeState(s->rhash);
+	s->wbuf = s->rbuf = NULL;
+	s->hash = s->rhash = NULL;
+}
+
+void stream_set_rate(struct stream *s, uint64_t bytes_per_sec)
+{
+	s->rate_bps = bytes_per_sec;
+	s->rate_bytes = 0;
+	clock_gettime(CLOCK_MONOTONIC, &s->rate_t0);
+}
+
+static int wait_fd(struct stream *s, short ev, struct kv_err *err)
+{
+	struct pollfd p = { .fd = s->fd, .events = ev };
+	int r;
+
+	do
+		r = poll(&p, 1, s->timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return fail(s, err, errno, "poll: %s", strerror(errno));
+	if (r == 0)
+		return fail(s, err, ETIMEDOUT, "peer silent for %d ms", s->timeout_ms);
+	return 0;
+}
+
+/* Sleep as needed so bytes written since stream_set_rate() stay under the rate. */
+static void pace(struct stream *s, size_t n)
+{
+	struct timespec now;
+	double due, elapsed;
+
+	if (!s->rate_bps)
+		return;
+	s->rate_bytes += n;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	elapsed = (double)(now.tv_sec - s->rate_t0.tv_sec) +
+		  (double)(now.tv_nsec - s->rate_t0.tv_nsec) / 1e9;
+	due = (double)s->rate_bytes / (double)s->rate_bps;
+	if (due > elapsed) {
+		double d = due - elapsed;
+		struct timespec ts = { (time_t)d, (long)((d - (double)(time_t)d) * 1e9) };
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int write_all(struct stream *s, const uint8_t *p, size_t n, struct kv_err *err)
+{
+	while (n) {
+		/* Write in slices so pacing is smooth under a rate limit. */
+		size_t chunk = s->rate_bps ? (n < 65536 ? n : 65536) : n;
+		ssize_t w = write(s->fd, p, chunk);
+		if (w < 0 && (errno == EINTR))
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			int r = wait_fd(s, POLLOUT, err);
+			if (r)
+				return r;
+			continue;
+		}
+		if (w <= 0)
+			return fail(s, err, w < 0 ? errno : EPIPE, "write: %s",
+				    w < 0 ? strerror(errno) : "peer closed");
+		p += w;
+		n -= (size_t)w;
+		s->bytes_out += (uint64_t)w;
+		pace(s, (size_t)w);
+	}
+	return 0;
+}
+
+int stream_flush(struct stream *s, struct kv_err *err)
+{
+	int r = sticky(s, err);
+
+	if (r)
+		return r;
+	/* An open record's bytes may go out early: its header is final. */
+	r = write_all(s, s->wbuf, s->wlen, err);
+	if (!r)
+		s->wlen = 0;
+	return r;
+}
+
+static int wbuf_put(struct stream *s, const void *data, size_t n, struct kv_err *err)
+{
+	const uint8_t *p = data;
+
+	while (n) {
+		size_t room = s->wcap - s->wlen, c = n < room ? n : room;
+		memcpy(s->wbuf + s->wlen, p, c);
+		s->wlen += c;
+		p += c;
+		n -= c;
+		if (s->wlen == s->wcap) {
+			int r = stream_flush(s, err);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int stream_begin(struct stream *s, uint16_t type, uint16_t flags, uint32_t len,
+		 struct kv_err *err)
+{
+	uint8_t hdr[STREAM_HDR_SIZE];
+	int r = sticky(s, err);
+
+	if (r)
+		return r;
+	if (s->in_record)
+		return fail(s, err, EINVAL, "record %u begun inside another", type);
+	if (len > s->max_record)
+		return fail(s, err, EMSGSIZE, "record of %u bytes exceeds the %zu limit", len,
+			    s->max_record);
+	st_put16(hdr, type);
+	st_put16(hdr + 2, flags);
+	st_put32(hdr + 4, len);
+	XXH3_64bits_reset(s->hash);
+	XXH3_64bits_update(s->hash, hdr, sizeof(hdr));
+	s->in_record = true;
+	s->rec_len = len;
+	return wbuf_put(s, hdr, sizeof(hdr), err);
+}
+
+int stream_append(struct stream *s, const void *data, size_t n, struct kv_err *err)
+{
+	int r = sticky(s, err);
+
+	if (r)
+		return r;
+	if (!s->in_record || n > s->rec_len)
+		return fail(s, err, EINVAL, "record payload longer than announced");
+	s->rec_len -= (uint32_t)n;
+	XXH3_64bits_update(s->hash, data, n);
+	return wbuf_put(s, data, n, err);
+}
+
+int stream_end(struct stream *s, struct kv_err *err)
+{
+	uint8_t tr[STREAM_TRAILER_SIZE];
+	int r = sticky(s, err);
+
+	if (r)
+		return r;
+	if (!s->in_record || s->rec_len)
+		return fail(s, err, EINVAL, "record payload shorter than announced");
+	s->in_record = false;
+	st_put64(tr, XXH3_64bits_digest(s->hash));
+	return wbuf_put(s, tr, sizeof(tr), err);
+}
+
+int stream_write(struct stream *s, uint16_t type, uint16_t flags, const void *payload,
+		 uint32_t len, struct kv_err *err)
+{
+	int r = stream_begin(s, type, flags, len, err);
+
+	if (!r && len)
+		r = stream_append(s, payload, len, err);
+	if (!r)
+		r = stream_end(s, err);
+	return r;
+}
+
+/* Read exactly n bytes. *eof_ok: a clean EOF before the first byte is
+ * reported as end of stream rather than truncation. */
+static int read_exact(struct stream *s, uint8_t *p, size_t n, bool eof_ok,
+		      struct kv_err *err)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(s->fd, p + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno == EAGAIN) {
+			int e = wait_fd(s, POLLIN, err);
+			if (e)
+				return e;
+			continue;
+		}
+		if (r < 0)
+			return fail(s, err, errno, "read: %s", strerror(errno));
+		if (r == 0) {
+			if (eof_ok && got == 0)
+				return fail(s, err, ECONNRESET, "end of stream");
+			return fail(s, err, EPIPE, "stream truncated (%zu of %zu bytes)", got, n);
+		}
+		got += (size_t)r;
+		s->bytes_in += (uint64_t)r;
+	}
+	return 0;
+}
+
+int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err)
+{
+	uint8_t hdr[STREAM_HDR_SIZE];
+	uint64_t want, got;
+	int r = sticky(s, err);
+
+	if (r)
+		return r;
+	if ((r = read_exact(s, hdr, sizeof(hdr), true, err)))
+		return r;
+	rec->type = st_get16(hdr);
+	rec->flags = st_get16(hdr + 2);
+	rec->len = st_get32(hdr + 4);
+	if (rec->len > s->max_record)
+		return fail(s, err, EMSGSIZE, "record type %u claims %u bytes; the limit is %zu",
+			    rec->type, rec->len, s->max_record);
+	if (rec->flags & ~STREAM_KNOWN_FLAGS)
+		return fail(s, err, EBADMSG, "record type %u has unknown flags 0x%x", rec->type,
+			    rec->flags);
+	if ((r = read_exact(s, s->rbuf, rec->len + STREAM_TRAILER_SIZE, false, err)))
+		return r;
+	XXH3_64bits_reset(s->rhash);
+	XXH3_64bits_update(s->rhash, hdr, sizeof(hdr));
+	XXH3_64bits_update(s->rhash, s->rbuf, rec->len);
+	want = XXH3_64bits_digest(s->rhash);
+	got = st_get64(s->rbuf + rec->len);
+	if (want != got)
+		return fail(s, err, EBADMSG, "record type %u (%u bytes): checksum mismatch",
+			    rec->type, rec->len);
+	rec->payload = s->rbuf;
+	return 0;
+}
