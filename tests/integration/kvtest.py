@@ -1,0 +1,654 @@
+"""kvtest - the integration test harness: real VMMs, real guests, real KVM.
+
+A test is one file that ends with ``kvtest.main(test)``; ``test(h)`` gets a
+``Harness`` that starts VMMs (``h.vmm(...)``), owns a temporary directory and
+cleans everything up however the test ends (VMMs killed, files removed).
+
+    import kvtest
+
+    def test(h):
+        vm = h.vmm(mem="1G", append="wss=64M rate=32")
+        vm.wait_ready()
+        vm.console.wait_for(r"^VERIFY OK ")
+
+    kvtest.main(test)
+
+Environment (set by CTest):
+    KVMOVE_BIN            the kvmove binary
+    KVMOVE_GUEST          the test guest ELF
+    KVMOVE_BUILD          the build directory
+    KVMOVE_ALLOW_NO_KVM   if "1", a test that needs /dev/kvm and cannot open it
+                          is skipped (exit 77) instead of failing
+    KVMOVE_TIMEOUT_SCALE  multiply every timeout (slow or nested hosts)
+    KVMOVE_KEEP           if "1", keep the temporary directory for inspection
+
+Exit status of a test: 0 pass, 1 fail, 77 skipped.  Timeouts are generous
+and nothing asserts on timing: timings belong in bench/.
+
+Python 3 standard library only.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+SKIP = 77
+
+
+def now():
+    """Host CLOCK_MONOTONIC in seconds (what console arrival times use)."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def timeout_scale():
+    try:
+        return max(0.1, float(os.environ.get("KVMOVE_TIMEOUT_SCALE", "1")))
+    except ValueError:
+        return 1.0
+
+
+def scaled(seconds):
+    return seconds * timeout_scale()
+
+
+class TestFailure(Exception):
+    """A test assertion failed; the message says what and why."""
+
+
+class Skip(Exception):
+    """The test cannot run here (and that is allowed): exit 77."""
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def env_path(name):
+    v = os.environ.get(name)
+    if not v:
+        raise TestFailure("environment variable %s is not set (run through ctest, "
+                          "or set it to the path)" % name)
+    if not os.path.exists(v):
+        raise TestFailure("%s=%s does not exist (build it first)" % (name, v))
+    return v
+
+
+def require_kvm():
+    """Fail without /dev/kvm, unless KVMOVE_ALLOW_NO_KVM=1 (then skip)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        os.close(fd)
+        return
+    except OSError as e:
+        why = "cannot open /dev/kvm: %s" % e.strerror
+    if os.environ.get("KVMOVE_ALLOW_NO_KVM") == "1":
+        raise Skip(why + " (KVMOVE_ALLOW_NO_KVM=1)")
+    raise TestFailure(why + " (set KVMOVE_ALLOW_NO_KVM=1 to skip instead)")
+
+
+# --------------------------------------------------------------------------
+# Console follower
+# --------------------------------------------------------------------------
+
+class Console:
+    """Follows a console file as it grows, line by line.
+
+    ``lines`` is a list of ``(t, text)``: the host CLOCK_MONOTONIC time (s)
+    the line was seen and its text without the newline.  A background thread
+    polls the file every ~1 ms, so arrival times are good to about that
+    (benchmarks measuring heartbeat gaps can rely on it).
+    """
+
+    POLL_S = 0.001
+
+    def __init__(self, path):
+        self.path = path
+        self.lines = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._partial = b""
+        self._thread = threading.Thread(target=self._run, name="console", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        f = None
+        try:
+            while not self._stop.is_set():
+                if f is None:
+                    try:
+                        f = open(self.path, "rb")
+                    except FileNotFoundError:
+                        time.sleep(self.POLL_S)
+                        continue
+                data = f.read(1 << 20)
+                if not data:
+                    time.sleep(self.POLL_S)
+                    continue
+                self._add(data)
+            if f is not None:   # whatever arrived last
+                data = f.read()
+                if data:
+                    self._add(data)
+        finally:
+            if f is not None:
+                f.close()
+
+    def _add(self, data):
+        t = now()
+        parts = (self._partial + data).split(b"\n")
+        self._partial = parts.pop()
+        new = [(t, p.rstrip(b"\r").decode("utf-8", "replace")) for p in parts]
+        if new:
+            with self._cond:
+                self.lines.extend(new)
+                self._cond.notify_all()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __len__(self):
+        with self._cond:
+            return len(self.lines)
+
+    def snapshot(self, start=0):
+        with self._cond:
+            return list(self.lines[start:])
+
+    def tail(self, n=40):
+        with self._cond:
+            out = [text for _, text in self.lines[-n:]]
+        if self._partial:
+            out.append(self._partial.decode("utf-8", "replace") + "  <no newline yet>")
+        return out
+
+    def find(self, pattern, start=0):
+        """All (index, t, match) for lines from start matching pattern."""
+        rx = re.compile(pattern)
+        out = []
+        for i, (t, text) in enumerate(self.snapshot(start), start):
+            m = rx.search(text)
+            if m:
+                out.append((i, t, m))
+        return out
+
+    def wait_for(self, pattern, timeout=60, start=0, fail_on=None, what=None):
+        """Wait until a line (index >= start) matches pattern (a regex).
+
+        Returns (index, t, match).  fail_on: a regex that, if it matches a
+        line first, fails the test at once (e.g. VERIFY FAIL, EXCEPTION).
+        Fails early if the producer (the VMM) died: see ``alive``.
+        """
+        rx = re.compile(pattern)
+        bad = re.compile(fail_on) if fail_on else None
+        deadline = now() + scaled(timeout)
+        grace = None    # once the producer died: let the follower catch up
+        i = start
+        while True:
+            with self._cond:
+                if i >= len(self.lines):
+                    self._cond.wait(0.05)
+                batch = self.lines[i:]
+            for t, text in batch:
+                if bad and bad.search(text):
+                    raise TestFailure("console line %d %r matches %r while waiting "
+                                      "for %r" % (i, text, fail_on, what or pattern))
+                m = rx.search(text)
+                if m:
+                    return i, t, m
+                i += 1
+            if batch:
+                continue
+            dead = self.alive() if self.alive else None
+            if dead:
+                if grace is None:
+                    grace = now() + 0.5
+                elif now() > grace:
+                    raise TestFailure("waiting for %r on the console: %s"
+                                      % (what or pattern, dead))
+            if now() >= deadline:
+                raise TestFailure("timed out after %.0f s waiting for %r on the "
+                                  "console (%d lines so far)"
+                                  % (scaled(timeout), what or pattern, len(self)))
+
+    # Set by the owner: returns a reason string once the producer is gone.
+    alive = None
+
+
+# --------------------------------------------------------------------------
+# QMP client
+# --------------------------------------------------------------------------
+
+class QMPError(Exception):
+    def __init__(self, cls, desc, reply):
+        super().__init__("%s: %s" % (cls, desc))
+        self.cls = cls
+        self.desc = desc
+        self.reply = reply
+
+
+class QMP:
+    """A small QMP client: greeting, qmp_capabilities, execute, events."""
+
+    def __init__(self, path, timeout=10, negotiate=True):
+        self.path = path
+        self.timeout = scaled(timeout)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.events = []
+        self.greeting = self.read_obj()
+        check("QMP" in self.greeting, "not a QMP greeting: %r" % self.greeting)
+        self._id = 0
+        if negotiate:
+            self.cmd("qmp_capabilities")
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def read_line(self, timeout=None):
+        """One raw line (bytes, without "\\n"); None on EOF."""
+        deadline = now() + (scaled(timeout) if timeout is not None else self.timeout)
+        while b"\n" not in self.buf:
+            left = deadline - now()
+            if left <= 0:
+                raise TestFailure("timed out reading from %s" % self.path)
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                raise TestFailure("timed out reading from %s" % self.path)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                if self.buf:
+                    line, self.buf = self.buf, b""
+                    return line
+                return None
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def read_obj(self, timeout=None):
+        """The next JSON object from the server (event or reply); None on EOF."""
+        line = self.read_line(timeout)
+        if line is None:
+            return None
+        try:
+            return json.loads(line)
+        except ValueError as e:
+            raise TestFailure("malformed line from the VMM %r: %s" % (line, e))
+
+    def read_reply(self, timeout=None):
+        """The next reply (events are queued); None on EOF."""
+        while True:
+            obj = self.read_obj(timeout)
+            if obj is None or "event" not in obj:
+                return obj
+            self.events.append(obj)
+
+    def execute(self, name, arguments=None, id=None, timeout=None):
+        """Send a command and return the whole reply dict (return or error)."""
+        req = {"execute": name}
+        if arguments is not None:
+            req["arguments"] = arguments
+        if id is None:
+            self._id += 1
+            id = self._id
+        req["id"] = id
+        self.send_raw(json.dumps(req) + "\n")
+        reply = self.read_reply(timeout)
+        if reply is None:
+            raise TestFailure("%s: connection closed before the reply to %s"
+                              % (self.path, name))
+        return reply
+
+    def cmd(self, name, arguments=None, timeout=None):
+        """Execute and return the "return" value; QMPError on an error."""
+        reply = self.execute(name, arguments, timeout=timeout)
+        if "error" in reply:
+            e = reply["error"]
+            raise QMPError(e.get("class"), e.get("desc"), reply)
+        return reply.get("return")
+
+    def wait_event(self, name, timeout=30):
+        """Wait for (and remove from the queue) the next event called name."""
+        deadline = now() + scaled(timeout)
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("event") == name:
+                    return self.events.pop(i)
+            left = deadline - now()
+            if left <= 0:
+                raise TestFailure("timed out waiting for event %s (got: %s)"
+                                  % (name, [e.get("event") for e in self.events]))
+            obj = self.read_obj(timeout=left / timeout_scale())
+            if obj is None:
+                raise TestFailure("connection closed while waiting for event %s" % name)
+            if "event" in obj:
+                self.events.append(obj)
+
+    def wait_closed(self, timeout=30):
+        """Wait for the server to close the connection (queue events)."""
+        deadline = now() + scaled(timeout)
+        while True:
+            left = deadline - now()
+            if left <= 0:
+                raise TestFailure("%s: connection still open after %.0f s"
+                                  % (self.path, scaled(timeout)))
+            obj = self.read_obj(timeout=left / timeout_scale())
+            if obj is None:
+                return
+            if "event" in obj:
+                self.events.append(obj)
+
+
+# --------------------------------------------------------------------------
+# The guest's output
+# --------------------------------------------------------------------------
+
+RX_HB = r"^HB (\d+) (\d+)$"
+RX_VERIFY_OK = r"^VERIFY OK (\d+) cpu=(\d+)"
+RX_BAD = r"^(VERIFY (FAIL|BAD)|EXCEPTION)\b"
+
+
+def guest_cmdline(**kw):
+    """wss=64M rate=32 ... from keyword arguments (None values left out)."""
+    return " ".join("%s=%s" % (k, v) for k, v in kw.items() if v is not None)
+
+
+def parse_wss(console):
+    """The guest's working-set ranges [(start, end)], end exclusive."""
+    return [(int(m.group(1), 16), int(m.group(2), 16))
+            for _, _, m in console.find(r"^WSS (0x[0-9a-fA-F]+) (0x[0-9a-fA-F]+)$")]
+
+
+def heartbeats(console, start=0):
+    """[(host_t, seq, guest_us)] for every HB line from start."""
+    return [(t, int(m.group(1)), int(m.group(2)))
+            for _, t, m in console.find(RX_HB, start)]
+
+
+def wait_hb(console, min_seq=0, start=0, timeout=60):
+    """Wait for a heartbeat with seq >= min_seq; (index, host_t, seq, guest_us)."""
+    deadline = now() + scaled(timeout)
+    i = start
+    while True:
+        left = max(0.001, (deadline - now()) / timeout_scale())
+        i, t, m = console.wait_for(RX_HB, start=i, timeout=left, fail_on=RX_BAD,
+                                   what="a heartbeat with seq >= %d" % min_seq)
+        if int(m.group(1)) >= min_seq:
+            return i, t, int(m.group(1)), int(m.group(2))
+        i += 1
+
+
+def check_no_errors(console):
+    bad = console.find(RX_BAD)
+    check(not bad, "the guest reported errors: %s"
+          % "; ".join(m.string for _, _, m in bad[:5]))
+
+
+# --------------------------------------------------------------------------
+# A VMM process
+# --------------------------------------------------------------------------
+
+class VMM:
+    """One ``kvmove run`` process in the harness's temporary directory."""
+
+    def __init__(self, harness, name="kvtest", mem="1G", cpus=1, append="",
+                 kernel=None, extra=(), control=True):
+        self.h = harness
+        self.name = name
+        self.dir = os.path.join(harness.tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.console_path = os.path.join(self.dir, "console.log")
+        self.stderr_path = os.path.join(self.dir, "vmm.stderr")
+        self.control = os.path.join(self.dir, "ctl.sock") if control else None
+        self.argv = [harness.kvmove, "run", "--name", name, "--mem", str(mem),
+                     "--cpus", str(cpus), "--kernel", kernel or harness.guest,
+                     "--append", append, "--console", self.console_path]
+        if self.control:
+            self.argv += ["--control", self.control]
+        self.argv += list(extra)
+        open(self.console_path, "wb").close()
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=self._stderr, stderr=subprocess.STDOUT,
+                                     cwd=self.dir)
+        self.console = Console(self.console_path)
+        self.console.alive = self._dead_reason
+        self.expect_exit = False
+        self._qmp = None
+        self.h.log("started VMM %s (pid %d): %s" % (name, self.proc.pid,
+                                                     " ".join(self.argv)))
+
+    def _dead_reason(self):
+        rc = self.proc.poll()
+        if rc is None:
+            return None
+        return "the VMM exited with status %d" % rc
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def check_alive(self):
+        dead = self._dead_reason()
+        if dead:
+            raise TestFailure(dead)
+
+    # ---- control ----
+
+    def wait_socket(self, timeout=30):
+        deadline = now() + scaled(timeout)
+        while not os.path.exists(self.control):
+            self.check_alive()
+            if now() > deadline:
+                raise TestFailure("control socket %s did not appear in %.0f s"
+                                  % (self.control, scaled(timeout)))
+            time.sleep(0.01)
+
+    def qmp(self, timeout=10):
+        """A new QMP connection (negotiated).  Close it, or use ``with``."""
+        self.wait_socket()
+        return QMP(self.control, timeout=timeout)
+
+    def cmd(self, name, arguments=None):
+        """Run one command on a shared connection; return its "return"."""
+        if self._qmp is None:
+            self._qmp = self.qmp()
+        return self._qmp.cmd(name, arguments)
+
+    def cli(self, verb, *args, timeout=60, control=True):
+        """Run ``kvmove VERB --control SOCK ARGS``; a CompletedProcess (text)."""
+        argv = [self.h.kvmove, verb]
+        if control:
+            argv += ["--control", self.control]
+        argv += list(args)
+        return self.h.run(argv, timeout=timeout)
+
+    # ---- guest ----
+
+    def wait_ready(self, timeout=180):
+        """Wait for the banner, the WSS list and READY; fail on guest errors."""
+        self.console.wait_for(r"KVMOVE-TESTGUEST v1 ", timeout=timeout,
+                              fail_on=RX_BAD, what="the guest banner")
+        self.console.wait_for(r"^READY$", timeout=timeout, fail_on=RX_BAD,
+                              what="READY")
+
+    def wait_exit(self, timeout=30):
+        try:
+            return self.proc.wait(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            raise TestFailure("the VMM did not exit within %.0f s" % scaled(timeout))
+
+    def kill(self):
+        """Stop the VMM (SIGTERM, then SIGKILL after 5 s).  Idempotent."""
+        if self._qmp:
+            self._qmp.close()
+            self._qmp = None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.console.close()
+        if not self._stderr.closed:
+            self._stderr.close()
+
+    SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|"
+                           r"runtime error: |WARNING: ThreadSanitizer")
+
+    def sanitizer_report(self):
+        """The first sanitizer complaint in the VMM's output, or None."""
+        text = self.stderr()
+        m = self.SANITIZER.search(text)
+        return text[m.start():m.start() + 2000] if m else None
+
+    def diagnostics(self, lines=40):
+        out = ["---- VMM %s: %s" % (self.name, " ".join(self.argv))]
+        rc = self.proc.poll()
+        out.append("---- status: %s" % ("running" if rc is None else "exited %d" % rc))
+        out.append("---- console tail (%s):" % self.console_path)
+        out += ["  " + l for l in self.console.tail(lines)]
+        out.append("---- VMM stderr:")
+        out += ["  " + l for l in self.stderr().splitlines()[-lines:]]
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# Harness and entry point
+# --------------------------------------------------------------------------
+
+class Harness:
+    """What a test gets: paths, a temporary directory, VMM/process factories."""
+
+    def __init__(self, name, need_kvm=True):
+        self.name = name
+        self.vmms = []
+        self.procs = []
+        self.t0 = now()
+        if need_kvm:
+            require_kvm()
+        self.kvmove = env_path("KVMOVE_BIN")
+        self.guest = env_path("KVMOVE_GUEST")
+        self.tmpdir = tempfile.mkdtemp(prefix="kvtest-%s-" % name)   # last: nothing to leak
+
+    def log(self, msg):
+        print("[%7.2f] %s" % (now() - self.t0, msg), flush=True)
+
+    def vmm(self, **kw):
+        vm = VMM(self, **kw)
+        self.vmms.append(vm)
+        return vm
+
+    def run(self, argv, timeout=60):
+        self.log("$ " + " ".join(argv))
+        try:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            raise TestFailure("%s did not finish within %.0f s" % (argv, scaled(timeout)))
+        self.log("  exit %d; stdout: %r; stderr: %r" % (r.returncode, r.stdout, r.stderr))
+        return r
+
+    def popen(self, argv, **kw):
+        """A helper process killed at cleanup."""
+        self.log("$ " + " ".join(argv) + " &")
+        p = subprocess.Popen(argv, **kw)
+        self.procs.append(p)
+        return p
+
+    def diagnostics(self):
+        return "\n".join(vm.diagnostics() for vm in self.vmms)
+
+    def finish(self):
+        """After a passing test: stop every VMM (SIGTERM: a clean host
+        shutdown) and fail if a sanitizer complained in any of them."""
+        for vm in self.vmms:
+            vm.kill()
+        for vm in self.vmms:
+            report = vm.sanitizer_report()
+            if report:
+                raise TestFailure("VMM %s: sanitizer report:\n%s" % (vm.name, report))
+
+    def cleanup(self):
+        for vm in self.vmms:
+            try:
+                vm.kill()
+            except Exception as e:     # keep cleaning up the rest
+                print("cleanup of %s: %s" % (vm.name, e), file=sys.stderr)
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if os.environ.get("KVMOVE_KEEP") == "1":
+            print("keeping %s" % self.tmpdir)
+        else:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def main(test, need_kvm=True):
+    """Run test(h) and exit 0 (pass), 1 (fail) or 77 (skip)."""
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    h = None
+    status = 1
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+
+    signal.signal(signal.SIGTERM, on_signal)   # ctest timeout: still clean up
+    try:
+        h = Harness(name, need_kvm=need_kvm)
+        test(h)
+        h.finish()
+        status = 0
+        print("PASS %s" % name)
+    except Skip as e:
+        status = SKIP
+        print("SKIP %s: %s" % (name, e))
+    except (TestFailure, QMPError, AssertionError, OSError, KeyboardInterrupt) as e:
+        print("FAIL %s: %s" % (name, e))
+        traceback.print_exc()
+        if h:
+            print(h.diagnostics())
+    except Exception as e:
+        print("FAIL %s: unexpected %s: %s" % (name, type(e).__name__, e))
+        traceback.print_exc()
+        if h:
+            print(h.diagnostics())
+    finally:
+        if h:
+            h.cleanup()
+    sys.stdout.flush()
+    sys.exit(status)
