@@ -31,12 +31,24 @@ static void usage(FILE *f)
 	      "  --control SOCKET     serve the QMP-compatible control socket here\n"
 	      "  --paused             start with the vCPUs paused (resume with\n"
 	      "                       'kvmove resume' or QMP 'cont')\n"
+	      "  --lock PATH          the VM's lock file on shared storage: only the\n"
+	      "                       process holding it may run the VM; migration\n"
+	      "                       hands it over (use the same file on both hosts)\n"
+	      "\n"
+	      "Migration destination (instead of --kernel):\n"
+	      "  --incoming tcp:HOST:PORT\n"
+	      "                       wait for a live migration on this address; name,\n"
+	      "                       memory, vCPUs and CPU model come from the source\n"
+	      "  --restore FILE       run a VM saved with 'kvmove save' (quick migration)\n"
+	      "  --max-mem SIZE       refuse incoming VMs larger than this (default:\n"
+	      "                       what the host has available)\n"
 	      "  -h, --help           this text\n"
 	      "\n"
 	      "Exit status: 0 when the VM was shut down from the host (quit, SIGINT,\n"
-	      "SIGTERM), the guest's value when it wrote to the debug-exit port 0xf4,\n"
-	      "1 on a guest triple fault or a KVM error (the reason is printed),\n"
-	      "2 on a usage error.\n", f);
+	      "SIGTERM) or migrated away, the guest's value when it wrote to the\n"
+	      "debug-exit port 0xf4, 1 on a guest triple fault, a KVM error or a failed\n"
+	      "incoming migration (the reason is printed), 2 on a usage error, 3 when an\n"
+	      "incoming VM was refused at preflight.\n", f);
 }
 
 int cmd_run(int argc, char **argv)
@@ -51,6 +63,10 @@ int cmd_run(int argc, char **argv)
 		{ "console", required_argument, NULL, 'C' },
 		{ "control", required_argument, NULL, 'S' },
 		{ "paused", no_argument, NULL, 'P' },
+		{ "lock", required_argument, NULL, 'L' },
+		{ "incoming", required_argument, NULL, 'I' },
+		{ "restore", required_argument, NULL, 'R' },
+		{ "max-mem", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -86,6 +102,15 @@ int cmd_run(int argc, char **argv)
 		case 'C': o.console = optarg; break;
 		case 'S': o.control = optarg; break;
 		case 'P': o.start_paused = true; break;
+		case 'L': o.lock = optarg; break;
+		case 'I': o.incoming = optarg; break;
+		case 'R': o.restore = optarg; break;
+		case 'X':
+			if (mem_parse_size(optarg, &o.max_mem, &err)) {
+				fprintf(stderr, "kvmove run: --max-mem: %s\n", err.msg);
+				return KV_EXIT_USAGE;
+			}
+			break;
 		case 'h': usage(stdout); return KV_EXIT_OK;
 		default: usage(stderr); return KV_EXIT_USAGE;
 		}
@@ -94,9 +119,8 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "kvmove run: unexpected argument '%s'\n", argv[optind]);
 		return KV_EXIT_USAGE;
 	}
-	if (!o.kernel) {
-		fprintf(stderr, "kvmove run: --kernel is required\n");
-		usage(stderr);
+	if (!!o.kernel + !!o.incoming + !!o.restore != 1) {
+		fprintf(stderr, "kvmove run: give exactly one of --kernel, --incoming, --restore\n");
 		return KV_EXIT_USAGE;
 	}
 	if (strlen(o.name) >= 64) {

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/vm.h"
@@ -268,6 +269,20 @@ static bool handle_exit(struct vcpu *v)
 	return false;
 }
 
+/* Auto-converge: the throttle thread kicks us every VM_THROTTLE_SLICE_US;
+ * sitting out pct% of each slice keeps the guest from dirtying memory
+ * faster than the migration can send it. */
+static void throttle(struct vcpu *v)
+{
+	unsigned pct = __atomic_load_n(&v->vm->throttle_pct, __ATOMIC_RELAXED);
+
+	if (pct && !__atomic_load_n(&v->vm->pause_req, __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&v->vm->exit_req, __ATOMIC_RELAXED)) {
+		struct timespec ts = { 0, (long)pct * VM_THROTTLE_SLICE_US * 10L };
+		nanosleep(&ts, NULL);
+	}
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -324,8 +339,10 @@ static void *vcpu_thread(void *arg)
 		r = ioctl(v->fd, KVM_RUN, 0);
 		v->need_completion = false;
 		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+			if (errno == EINTR || errno == EAGAIN) {
+				throttle(v);
 				continue;
+			}
 			vm_request_shutdown(vm, VM_SHUTDOWN_ERROR, 1, "vCPU %u: KVM_RUN: %s",
 					    v->id, strerror(errno));
 			v->dead = true;

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "core/dirty.h"
 #include "devices/device.h"
 
 /* Where KVM may put the real-mode TSS and identity map it needs on some
@@ -28,7 +29,7 @@ static int check_cap(struct vm *vm, long cap, const char *name, struct kv_err *e
 	return 0;
 }
 
-static int fetch_supported_cpuid(struct vm *vm, struct kv_err *err)
+int kvm_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out, struct kv_err *err)
 {
 	int nent = 64;
 
@@ -37,8 +38,8 @@ static int fetch_supported_cpuid(struct vm *vm, struct kv_err *err)
 		if (!c)
 			return kv_errf(err, ENOMEM, "allocating CPUID table");
 		c->nent = (uint32_t)nent;
-		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
-			vm->cpuid = c;
+		if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			*out = c;
 			return 0;
 		}
 		free(c);
@@ -46,6 +47,11 @@ static int fetch_supported_cpuid(struct vm *vm, struct kv_err *err)
 			return kv_errf_sys(err, errno, "KVM_GET_SUPPORTED_CPUID");
 		nent *= 2;
 	}
+}
+
+static int fetch_supported_cpuid(struct vm *vm, struct kv_err *err)
+{
+	return kvm_supported_cpuid(vm->kvm_fd, &vm->cpuid, err);
 }
 
 static int register_slots(struct vm *vm, struct kv_err *err)
@@ -154,9 +160,20 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err)
 	r = register_slots(vm, err);
 	if (r)
 		goto fail;
-	r = fetch_supported_cpuid(vm, err);
-	if (r)
-		goto fail;
+	if (cfg->cpuid) {
+		size_t sz = sizeof(*cfg->cpuid) + cfg->cpuid->nent * sizeof(cfg->cpuid->entries[0]);
+		vm->cpuid = malloc(sz);
+		if (!vm->cpuid) {
+			r = kv_errf(err, ENOMEM, "CPUID table");
+			goto fail;
+		}
+		memcpy(vm->cpuid, cfg->cpuid, sz);
+	} else {
+		r = fetch_supported_cpuid(vm, err);
+		if (r)
+			goto fail;
+	}
+	vm->cfg.cpuid = NULL;	/* the caller's copy may go away */
 
 	for (unsigned i = 0; i < cfg->ncpus; i++) {
 		r = vcpu_create(vm, i, &vm->vcpus[i], err);
@@ -181,6 +198,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	vm_set_throttle(vm, 0, NULL);
 	vm_stop(vm);
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		vcpu_destroy(vm->vcpus[i]);
@@ -195,6 +213,7 @@ void vm_destroy(struct vm *vm)
 		close(vm->shutdown_efd);
 	mem_destroy(&vm->mem);
 	free(vm->cpuid);
+	free(vm->slot_dirty);
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 	free(vm);
@@ -242,6 +261,14 @@ static void kick_all_locked(struct vm *vm)
 		vcpu_kick(vm->vcpus[i]);
 }
 
+void vm_kick_all(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state == VM_STATE_RUNNING)
+		kick_all_locked(vm);
+	pthread_mutex_unlock(&vm->lock);
+}
+
 int vm_pause(struct vm *vm, struct kv_err *err)
 {
 	pthread_mutex_lock(&vm->lock);
@@ -257,6 +284,10 @@ int vm_pause(struct vm *vm, struct kv_err *err)
 	vm->pause_req = true;
 	kick_all_locked(vm);
 	while (vm->parked < vm->nvcpus) {
+		if (vm->exit_req) {	/* vm_stop() won the race: threads end, not park */
+			pthread_mutex_unlock(&vm->lock);
+			return kv_errf(err, ESHUTDOWN, "the VM is shutting down");
+		}
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 100 * 1000 * 1000;
@@ -373,6 +404,7 @@ const char *vm_shutdown_reason_name(enum vm_shutdown_reason r)
 	case VM_SHUTDOWN_GUEST: return "guest-shutdown";
 	case VM_SHUTDOWN_GUEST_RESET: return "guest-reset";
 	case VM_SHUTDOWN_ERROR: return "guest-panic";
+	case VM_SHUTDOWN_MIGRATED: return "migrated";
 	}
 	return "unknown";
 }

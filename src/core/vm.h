@@ -26,6 +26,7 @@
 #define VM_MAX_VCPUS 64
 #define VM_MAX_DEVICES 32
 #define VM_NAME_MAX 64
+#define VM_THROTTLE_SLICE_US 10000
 
 struct device;
 struct vcpu;
@@ -34,6 +35,10 @@ struct vm_config {
 	char name[VM_NAME_MAX];
 	uint64_t mem_size;
 	unsigned ncpus;
+	/* CPUID to give the guest; NULL = everything KVM supports.  A migration
+	 * destination passes the source's, so the guest's CPU never changes
+	 * under it (preflight has checked this host supports it). */
+	const struct kvm_cpuid2 *cpuid;
 };
 
 enum vm_state {
@@ -49,6 +54,7 @@ enum vm_shutdown_reason {
 	VM_SHUTDOWN_GUEST,	/* guest asked (debug-exit port) */
 	VM_SHUTDOWN_GUEST_RESET,	/* triple fault */
 	VM_SHUTDOWN_ERROR,	/* KVM reported an error we cannot continue from */
+	VM_SHUTDOWN_MIGRATED,	/* the VM now lives elsewhere (or in a saved file) */
 };
 
 /* Events the VM reports to whoever embeds it (the control socket). */
@@ -88,7 +94,17 @@ struct vm {
 
 	vm_event_fn on_event;
 	void *event_opaque;
+
+	/* Migration support (dirty.c). */
+	bool manual_dirty_protect;
+	uint64_t *slot_dirty;	/* scratch for KVM_GET_DIRTY_LOG, memfd-page order */
+	unsigned throttle_pct;	/* auto-converge: read by vCPU threads */
+	bool throttle_on;
+	pthread_t throttle_thread;
 };
+
+/* What this host's KVM can offer a guest (malloc'ed; free it). */
+int kvm_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out, struct kv_err *err);
 
 int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err);
 void vm_destroy(struct vm *vm);
@@ -113,6 +129,10 @@ int vm_shutdown_fd(const struct vm *vm);
 enum vm_state vm_get_state(struct vm *vm);
 const char *vm_state_name(enum vm_state st);
 const char *vm_shutdown_reason_name(enum vm_shutdown_reason r);
+
+/* Kick every vCPU out of KVM_RUN once (they go straight back in unless
+ * asked to park). */
+void vm_kick_all(struct vm *vm);
 
 /* Assert (level=1) or deassert an ISA IRQ line on the in-kernel PIC/IOAPIC. */
 int vm_irq_line(struct vm *vm, unsigned irq, int level);

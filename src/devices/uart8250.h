@@ -2,7 +2,8 @@
  * uart8250.h - a 16550A-compatible UART (the PC's COM1 at 0x3f8, IRQ 4).
  *
  * Output goes to a file descriptor, a line at a time (flushed on '\n', when
- * the buffer fills, and when the VM pauses).  Input is pushed in by the VMM's
+ * the buffer fills, when the VM pauses, and by the VMM's main loop every
+ * 100 ms so partial lines such as prompts appear).  Input is pushed in by the VMM's
  * main loop with uart_input().  Registers follow the 8250/16550A datasheet;
  * transmission is instantaneous, so THR is always empty.
  */

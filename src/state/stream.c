@@ -143,13 +143,21 @@ int stream_flush(struct stream *s, struct kv_err *err)
 	return r;
 }
 
-static int wbuf_put(struct stream *s, const void *data, size_t n, struct kv_err *err)
+/*
+ * Copy into the write buffer, hashing the copy (not the source): the source
+ * may be guest memory that a running vCPU changes under us, and the check
+ * must describe exactly the bytes that go on the wire.
+ */
+static int wbuf_put(struct stream *s, const void *data, size_t n, bool hash,
+		    struct kv_err *err)
 {
 	const uint8_t *p = data;
 
 	while (n) {
 		size_t room = s->wcap - s->wlen, c = n < room ? n : room;
 		memcpy(s->wbuf + s->wlen, p, c);
+		if (hash)
+			XXH3_64bits_update(s->hash, s->wbuf + s->wlen, c);
 		s->wlen += c;
 		p += c;
 		n -= c;
@@ -179,10 +187,9 @@ int stream_begin(struct stream *s, uint16_t type, uint16_t flags, uint32_t len,
 	st_put16(hdr + 2, flags);
 	st_put32(hdr + 4, len);
 	XXH3_64bits_reset(s->hash);
-	XXH3_64bits_update(s->hash, hdr, sizeof(hdr));
 	s->in_record = true;
 	s->rec_len = len;
-	return wbuf_put(s, hdr, sizeof(hdr), err);
+	return wbuf_put(s, hdr, sizeof(hdr), true, err);
 }
 
 int stream_append(struct stream *s, const void *data, size_t n, struct kv_err *err)
@@ -194,8 +201,7 @@ int stream_append(struct stream *s, const void *data, size_t n, struct kv_err *e
 	if (!s->in_record || n > s->rec_len)
 		return fail(s, err, EINVAL, "record payload longer than announced");
 	s->rec_len -= (uint32_t)n;
-	XXH3_64bits_update(s->hash, data, n);
-	return wbuf_put(s, data, n, err);
+	return wbuf_put(s, data, n, true, err);
 }
 
 int stream_end(struct stream *s, struct kv_err *err)
@@ -209,7 +215,7 @@ int stream_end(struct stream *s, struct kv_err *err)
 		return fail(s, err, EINVAL, "record payload shorter than announced");
 	s->in_record = false;
 	st_put64(tr, XXH3_64bits_digest(s->hash));
-	return wbuf_put(s, tr, sizeof(tr), err);
+	return wbuf_put(s, tr, sizeof(tr), false, err);
 }
 
 int stream_write(struct stream *s, uint16_t type, uint16_t flags, const void *payload,

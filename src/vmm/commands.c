@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <signal.h>
 #include <string.h>
 
 #include "control/control.h"
 #include "core/vcpu_info.h"
 #include "core/vm.h"
+#include "migration/migration.h"
 #include "vmm/vmm.h"
 
 /* QMP rejects arguments it does not know; so do we. */
@@ -31,6 +33,28 @@ static int check_args(json_t *args, const char *const *allowed, struct kv_err *e
 
 static const char *const no_args[] = { NULL };
 
+/* Between the pause for stop-and-copy and the end of a migration, only the
+ * migration may pause or resume the VM. */
+static bool migration_busy(struct vmm *vmm)
+{
+	bool busy;
+
+	pthread_mutex_lock(&vmm->mig_lock);
+	busy = vmm->mig && !mig_finished(vmm->mig) && mig_get_status(vmm->mig) >= MIG_DEVICE;
+	pthread_mutex_unlock(&vmm->mig_lock);
+	return busy;
+}
+
+/* An incoming VMM has no VM until the migration's config arrived. */
+static struct vm *need_vm(struct vmm *vmm, struct kv_err *err)
+{
+	struct vm *vm = vmm_vm(vmm);
+
+	if (!vm)
+		kv_errf(err, EAGAIN, "no VM yet: this VMM is waiting for an incoming migration");
+	return vm;
+}
+
 static int cmd_query_status(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
 {
 	struct vmm *vmm = opaque;
@@ -39,6 +63,11 @@ static int cmd_query_status(void *opaque, json_t *args, json_t **ret, struct kv_
 
 	if (r)
 		return r;
+	if (!vmm_vm(vmm)) {
+		*ret = json_pack("{s:s, s:b, s:b}", "status", "inmigrate", "running", 0,
+				 "singlestep", 0);
+		return 0;
+	}
 	st = vm_get_state(vmm->vm);
 	*ret = json_pack("{s:s, s:b, s:b}", "status", vm_state_name(st),
 			 "running", st == VM_STATE_RUNNING, "singlestep", 0);
@@ -52,6 +81,8 @@ static int cmd_query_vm(void *opaque, json_t *args, json_t **ret, struct kv_err 
 
 	if (r)
 		return r;
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
 	*ret = json_pack("{s:s, s:i, s:I, s:I, s:s}", "name", vmm->vm->cfg.name,
 			 "cpus", (int)vmm->vm->nvcpus, "mem", (json_int_t)vmm->vm->mem.size,
 			 "uptime-ms", (json_int_t)vm_uptime_ms(vmm->vm),
@@ -64,7 +95,13 @@ static int cmd_stop(void *opaque, json_t *args, json_t **ret, struct kv_err *err
 	struct vmm *vmm = opaque;
 	int r = check_args(args, no_args, err);
 
-	return r ? r : vm_pause(vmm->vm, err);
+	if (r)
+		return r;
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
+	if (migration_busy(vmm))
+		return kv_errf(err, EBUSY, "a migration is switching the VM over");
+	return vm_pause(vmm->vm, err);
 }
 
 static int cmd_cont(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
@@ -72,7 +109,19 @@ static int cmd_cont(void *opaque, json_t *args, json_t **ret, struct kv_err *err
 	struct vmm *vmm = opaque;
 	int r = check_args(args, no_args, err);
 
-	return r ? r : vm_resume(vmm->vm, err);
+	if (r)
+		return r;
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
+	/* Never resume a VM another host may be running (or about to). */
+	if (migration_busy(vmm))
+		return kv_errf(err, EBUSY, "a migration is switching the VM over");
+	pthread_mutex_lock(&vmm->mig_lock);
+	r = vmm->mig && mig_get_status(vmm->mig) == MIG_COMPLETED;
+	pthread_mutex_unlock(&vmm->mig_lock);
+	if (r)
+		return kv_errf(err, EPERM, "the VM was migrated away; it runs elsewhere now");
+	return vm_resume(vmm->vm, err);
 }
 
 static int cmd_quit(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
@@ -82,6 +131,11 @@ static int cmd_quit(void *opaque, json_t *args, json_t **ret, struct kv_err *err
 
 	if (r)
 		return r;
+	if (!vmm_vm(vmm)) {
+		/* nothing to stop yet: an incoming VMM exits like on a signal */
+		raise(SIGTERM);
+		return 0;
+	}
 	/* The main loop stops the VM; this reply goes out first. */
 	vm_request_shutdown(vmm->vm, VM_SHUTDOWN_HOST, 0, "quit command on the control socket");
 	return 0;
@@ -105,6 +159,8 @@ static int cmd_corrupt_page(void *opaque, json_t *args, json_t **ret, struct kv_
 		return r;
 	if (!json_is_integer(jg) || json_integer_value(jg) < 0)
 		return kv_errf(err, EINVAL, "'gpa' must be a non-negative integer");
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
 	gpa = json_integer_value(jg);
 	p = mem_gpa_to_hva(&vmm->vm->mem, (uint64_t)gpa, 1);
 	if (!p)
@@ -124,6 +180,8 @@ static int cmd_query_vcpus(void *opaque, json_t *args, json_t **ret, struct kv_e
 
 	if (r)
 		return r;
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
 	list = json_array();
 	for (unsigned i = 0; i < vmm->vm->nvcpus; i++) {
 		struct vcpu_summary s;
@@ -149,12 +207,79 @@ static int cmd_query_vcpus(void *opaque, json_t *args, json_t **ret, struct kv_e
 	return 0;
 }
 
+static void on_mig_event(void *opaque, const char *event, json_t *data)
+{
+	struct vmm *vmm = opaque;
+
+	if (vmm->ctl)
+		ctl_server_emit(vmm->ctl, event, data);
+	else
+		json_decref(data);
+}
+
+/* QMP-style: returns at once; progress via query-migrate and MIGRATION /
+ * MIGRATION_PASS events.  uri tcp:HOST:PORT (live) or file:PATH (save). */
+static int cmd_migrate(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	struct mig_params p;
+	int r = mig_params_from_json(args, &p, err);
+
+	if (r)
+		return r;
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
+	pthread_mutex_lock(&vmm->mig_lock);
+	if (vmm->mig && !mig_finished(vmm->mig)) {
+		r = kv_errf(err, EBUSY, "a migration is already in progress");
+	} else {
+		/* mig_start refuses a VM that is not running (migrated away,
+		 * or paused after an indeterminate switchover) */
+		mig_destroy(vmm->mig);
+		vmm->mig = NULL;
+		r = mig_start(&vmm->mig, vmm->vm, vmm->lock, &p, on_mig_event, vmm, err);
+	}
+	pthread_mutex_unlock(&vmm->mig_lock);
+	return r;
+}
+
+static int cmd_query_migrate(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	pthread_mutex_lock(&vmm->mig_lock);
+	*ret = vmm->mig ? mig_query(vmm->mig) : json_object();	/* QMP: {} before any */
+	pthread_mutex_unlock(&vmm->mig_lock);
+	return 0;
+}
+
+static int cmd_migrate_cancel(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	pthread_mutex_lock(&vmm->mig_lock);
+	r = vmm->mig ? mig_cancel(vmm->mig, err) : kv_errf(err, EINVAL, "no migration in progress");
+	pthread_mutex_unlock(&vmm->mig_lock);
+	return r;
+}
+
 static const struct ctl_cmd commands[] = {
 	{ "query-status", cmd_query_status, "run state (QMP StatusInfo)" },
 	{ "query-vm", cmd_query_vm, "name, vCPUs, memory, uptime" },
 	{ "stop", cmd_stop, "pause every vCPU" },
 	{ "cont", cmd_cont, "resume a paused VM" },
 	{ "quit", cmd_quit, "shut the VM down and exit the VMM" },
+	{ "migrate", cmd_migrate,
+	  "start a migration: uri tcp:HOST:PORT (live) or file:PATH (save); downtime-ms, "
+	  "bandwidth (MiB/s), max-rounds, policy, check-only" },
+	{ "query-migrate", cmd_query_migrate, "status and stats of the last migration" },
+	{ "migrate_cancel", cmd_migrate_cancel, "cancel the migration; the VM stays here" },
 	{ "x-query-vcpus", cmd_query_vcpus,
 	  "debug: per-vCPU exit counts; registers and mode while paused" },
 	{ "x-corrupt-page", cmd_corrupt_page,

@@ -6,11 +6,14 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "boot/pvh.h"
@@ -19,9 +22,16 @@
 #include "core/vm.h"
 #include "devices/debug_exit.h"
 #include "devices/uart8250.h"
+#include "migration/migration.h"
+#include "migration/vmlock.h"
 
 #define KERNEL_MAX (512u << 20)
 #define INITRD_MAX (2048u << 20)
+
+struct vm *vmm_vm(struct vmm *vmm)
+{
+	return __atomic_load_n(&vmm->vm, __ATOMIC_ACQUIRE);
+}
 
 static void uart_irq(void *opaque, int level)
 {
@@ -86,33 +96,66 @@ out:
 	return r;
 }
 
-static int add_devices(struct vmm *vmm, struct kv_err *err)
+static int add_devices(struct vm *vm, struct vmm *vmm, struct kv_err *err)
 {
 	struct device *dexit;
 	int r;
 
-	r = uart_create(&vmm->uart, "serial0", vmm->console_fd, uart_irq, vmm->vm, err);
+	r = uart_create(&vmm->uart, "serial0", vmm->console_fd, uart_irq, vm, err);
 	if (r)
 		return r;
-	r = vm_add_device(vmm->vm, uart_device(vmm->uart), err);
+	r = vm_add_device(vm, uart_device(vmm->uart), err);
 	if (r) {
 		uart_device(vmm->uart)->ops->destroy(uart_device(vmm->uart));
 		return r;
 	}
-	r = bus_register(&vmm->vm->pio_bus, UART_COM1_BASE, UART_NREGS,
-			 uart_device(vmm->uart), err);
+	r = bus_register(&vm->pio_bus, UART_COM1_BASE, UART_NREGS, uart_device(vmm->uart), err);
 	if (r)
 		return r;
 
 	r = debug_exit_create(&dexit, err);
 	if (r)
 		return r;
-	r = vm_add_device(vmm->vm, dexit, err);
+	r = vm_add_device(vm, dexit, err);
 	if (r) {
 		dexit->ops->destroy(dexit);
 		return r;
 	}
-	return bus_register(&vmm->vm->pio_bus, DEBUG_EXIT_PORT, 1, dexit, err);
+	return bus_register(&vm->pio_bus, DEBUG_EXIT_PORT, 1, dexit, err);
+}
+
+/* Build the VM and its devices: from options at boot, from the received
+ * config on a migration destination (mig_build_fn). */
+static int build_vm(void *opaque, const struct mig_vm_config *mc, struct vm **out,
+		    struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	struct vm_config cfg = { .mem_size = vmm->opts.mem_size, .ncpus = vmm->opts.ncpus };
+	struct vm *vm;
+	int r;
+
+	snprintf(cfg.name, sizeof(cfg.name), "%s", vmm->opts.name ? vmm->opts.name : "vm");
+	if (mc) {
+		/* a migrated VM keeps its name, size, vCPUs and CPU model */
+		snprintf(cfg.name, sizeof(cfg.name), "%s", mc->name);
+		cfg.mem_size = mc->mem_size;
+		cfg.ncpus = mc->ncpus;
+		cfg.cpuid = mc->cpuid;
+	}
+	r = vm_create(&vm, &cfg, err);
+	if (r)
+		return r;
+	r = add_devices(vm, vmm, err);
+	if (r) {
+		vm_destroy(vm);
+		return r;
+	}
+	vm->on_event = on_vm_event;
+	vm->event_opaque = vmm;
+	__atomic_store_n(&vmm->vm, vm, __ATOMIC_RELEASE);
+	if (out)
+		*out = vm;
+	return 0;
 }
 
 static int setup_signals(struct vmm *vmm, struct kv_err *err)
@@ -130,36 +173,52 @@ static int setup_signals(struct vmm *vmm, struct kv_err *err)
 	vmm->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (vmm->signal_fd < 0)
 		return kv_errf_sys(err, errno, "signalfd");
-	signal(SIGPIPE, SIG_IGN);	/* a console or client going away is not fatal */
+	signal(SIGPIPE, SIG_IGN);	/* a console or peer going away is not fatal */
+	return 0;
+}
+
+static int setup_lock(struct vmm *vmm, struct kv_err *err)
+{
+	int r;
+
+	if (!vmm->opts.lock)
+		return 0;
+	vmm->lock = calloc(1, sizeof(*vmm->lock));
+	if (!vmm->lock)
+		return kv_errf(err, ENOMEM, "lock");
+	r = vmlock_open(vmm->lock, vmm->opts.lock, err);
+	if (r)
+		return r;
+	/* A VM that boots here owns itself from the start; an incoming one
+	 * only once the source has let go (at GO, or from a saved file). */
+	if (!vmm->opts.incoming && !vmm->opts.restore)
+		return vmlock_acquire(vmm->lock, err);
 	return 0;
 }
 
 int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *err)
 {
-	struct vm_config cfg = { .mem_size = opts->mem_size, .ncpus = opts->ncpus };
 	struct vmm *vmm;
 	size_t ncmds;
 	const struct ctl_cmd *cmds;
 	int r;
 
-	if (!opts->kernel)
-		return kv_errf(err, EINVAL, "no kernel given (--kernel ELF)");
+	if (!opts->kernel && !opts->incoming && !opts->restore)
+		return kv_errf(err, EINVAL, "nothing to run: give --kernel, --incoming or --restore");
 	vmm = calloc(1, sizeof(*vmm));
 	if (!vmm)
 		return kv_errf(err, ENOMEM, "allocating the VMM");
 	vmm->opts = *opts;
 	vmm->console_fd = vmm->input_fd = vmm->signal_fd = -1;
-	snprintf(cfg.name, sizeof(cfg.name), "%s", opts->name ? opts->name : "vm");
+	pthread_mutex_init(&vmm->mig_lock, NULL);
 
-	if ((r = setup_signals(vmm, err)) || (r = open_console(vmm, err)))
+	if ((r = setup_signals(vmm, err)) || (r = open_console(vmm, err)) ||
+	    (r = setup_lock(vmm, err)))
 		goto fail;
-	r = vm_create(&vmm->vm, &cfg, err);
-	if (r)
-		goto fail;
-	if ((r = add_devices(vmm, err)) || (r = load_kernel(vmm, err)))
-		goto fail;
-	vmm->vm->on_event = on_vm_event;
-	vmm->vm->event_opaque = vmm;
+	if (opts->kernel) {
+		if ((r = build_vm(vmm, NULL, NULL, err)) || (r = load_kernel(vmm, err)))
+			goto fail;
+	}
 	if (opts->control) {
 		cmds = vmm_commands(&ncmds);
 		r = ctl_server_create(&vmm->ctl, opts->control, cmds, ncmds, vmm, err);
@@ -190,15 +249,108 @@ static void forward_input(struct vmm *vmm)
 	uart_input(vmm->uart, buf, (size_t)n);
 }
 
+/* ---- incoming migration / restore, in a thread so signals still work ---- */
+
+struct incoming_job {
+	struct vmm *vmm;
+	struct mig_incoming in;
+	struct kv_err err;
+	int rc;
+	int done_efd;
+	int cancel;
+};
+
+static void *incoming_main(void *arg)
+{
+	struct incoming_job *j = arg;
+	uint64_t one = 1;
+
+	j->rc = mig_incoming_run(&j->in, &j->err);
+	if (write(j->done_efd, &one, sizeof(one)) < 0) {
+		/* cannot happen with an eventfd */
+	}
+	return NULL;
+}
+
+static int run_incoming(struct vmm *vmm)
+{
+	struct incoming_job j = { .vmm = vmm, .rc = 0 };
+	struct kvm_cpuid2 *supported = NULL;
+	pthread_t t;
+	int r;
+
+	j.in.uri = vmm->opts.incoming;
+	j.in.file = vmm->opts.restore;
+	j.in.lock = vmm->lock;
+	j.in.build = build_vm;
+	j.in.opaque = vmm;
+	j.in.listen_fd = j.in.conn_fd = -1;
+	j.in.cancel = &j.cancel;
+	j.in.host.max_mem = vmm->opts.max_mem;
+	j.in.host.has_lock = vmm->lock != NULL;
+	if (mig_host_probe(&j.in.host, &supported, &j.err)) {
+		fprintf(stderr, "kvmove: %s\n", j.err.msg);
+		return 1;
+	}
+	j.done_efd = eventfd(0, EFD_CLOEXEC);
+	if (j.done_efd < 0 || pthread_create(&t, NULL, incoming_main, &j)) {
+		fprintf(stderr, "kvmove: cannot start the incoming migration\n");
+		free(supported);
+		return 1;
+	}
+	if (vmm->opts.incoming)
+		fprintf(stderr, "kvmove: waiting for a migration on %s\n", vmm->opts.incoming);
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = j.done_efd, .events = POLLIN },
+					 { .fd = vmm->signal_fd, .events = POLLIN } };
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (pfd[0].revents & POLLIN)
+			break;
+		if (pfd[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			int fd;
+			if (read(vmm->signal_fd, &si, sizeof(si)) != sizeof(si))
+				continue;
+			/* Stop waiting: wake any blocked read or accept. */
+			__atomic_store_n(&j.cancel, 1, __ATOMIC_RELEASE);
+			fd = __atomic_load_n(&j.in.conn_fd, __ATOMIC_ACQUIRE);
+			if (fd >= 0)
+				shutdown(fd, SHUT_RDWR);
+		}
+	}
+	pthread_join(t, NULL);
+	close(j.done_efd);
+	free(supported);
+	r = j.rc;
+	vmm->incoming_refused = j.in.refused;
+	if (r) {
+		fprintf(stderr, "kvmove: incoming migration failed: %s\n", j.err.msg);
+		return j.in.refused ? 3 : 1;
+	}
+	fprintf(stderr, "kvmove: %s: resumed after receiving %" PRIu64 " pages "
+		"(%.1f MiB) in %.1f ms from the first state record\n", vmm->vm->cfg.name,
+		j.in.pages, (double)j.in.bytes / 1048576.0, j.in.load_ms);
+	return 0;
+}
+
 int vmm_run(struct vmm *vmm)
 {
-	struct vm *vm = vmm->vm;
 	struct kv_err err;
+	struct vm *vm;
 	int status;
 
-	if (vm_start(vm, &err)) {
-		fprintf(stderr, "kvmove: %s\n", err.msg);
-		return 1;
+	if (vmm->opts.incoming || vmm->opts.restore) {
+		status = run_incoming(vmm);
+		if (status)
+			return status;
+		vm = vmm->vm;	/* running: take_and_resume started it */
+	} else {
+		vm = vmm->vm;
+		if (vm_start(vm, &err)) {
+			fprintf(stderr, "kvmove: %s\n", err.msg);
+			return 1;
+		}
 	}
 	if (vmm->opts.start_paused && vm_pause(vm, &err))
 		fprintf(stderr, "kvmove: %s\n", err.msg);
@@ -209,10 +361,16 @@ int vmm_run(struct vmm *vmm)
 			{ .fd = vmm->signal_fd, .events = POLLIN },
 			{ .fd = vmm->input_fd, .events = POLLIN },
 		};
-		int n = poll(pfd, 3, -1);
+		/* Output is line-buffered; a partial line (a prompt) must still
+		 * show up, so flush what waits every 100 ms. */
+		int n = poll(pfd, 3, 100);
 
 		if (n < 0 && errno != EINTR)
 			break;
+		if (n == 0) {
+			uart_flush(vmm->uart);
+			continue;
+		}
 		if (pfd[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			if (read(vmm->signal_fd, &si, sizeof(si)) == sizeof(si))
@@ -228,6 +386,7 @@ int vmm_run(struct vmm *vmm)
 	vm_stop(vm);
 	switch (vm->shutdown_reason) {
 	case VM_SHUTDOWN_HOST:
+	case VM_SHUTDOWN_MIGRATED:
 		status = 0;
 		break;
 	case VM_SHUTDOWN_GUEST:
@@ -240,8 +399,12 @@ int vmm_run(struct vmm *vmm)
 	if (vm->shutdown_reason == VM_SHUTDOWN_GUEST_RESET ||
 	    vm->shutdown_reason == VM_SHUTDOWN_ERROR)
 		fprintf(stderr, "kvmove: %s: VM stopped: %s\n", vm->cfg.name, vm->shutdown_msg);
+	if (vm->shutdown_reason == VM_SHUTDOWN_MIGRATED)
+		fprintf(stderr, "kvmove: %s: %s; this VMM exits\n", vm->cfg.name,
+			vm->shutdown_msg);
 	if (vmm->ctl) {
-		bool guest = vm->shutdown_reason != VM_SHUTDOWN_HOST;
+		bool guest = vm->shutdown_reason != VM_SHUTDOWN_HOST &&
+			     vm->shutdown_reason != VM_SHUTDOWN_MIGRATED;
 		ctl_server_emit(vmm->ctl, "SHUTDOWN",
 				json_pack("{s:b, s:s}", "guest", guest, "reason",
 					  vm_shutdown_reason_name(vm->shutdown_reason)));
@@ -253,12 +416,32 @@ void vmm_destroy(struct vmm *vmm)
 {
 	if (!vmm)
 		return;
-	/* Control socket first: no command may reach a half-destroyed VM. */
+	{
+	/* An outgoing migration still running is cancelled (the VM stays, or
+	 * if past GO, the lock decides) and joined while the control socket
+	 * can still take its events. */
+	struct migration *mig;
+
+	pthread_mutex_lock(&vmm->mig_lock);
+	mig = vmm->mig;
+	vmm->mig = NULL;
+	pthread_mutex_unlock(&vmm->mig_lock);
+	if (mig && !mig_finished(mig))
+		mig_cancel(mig, NULL);
+	mig_destroy(mig);
+	}
+	/* Then the control socket: no command may reach a half-destroyed VM. */
 	ctl_server_destroy(vmm->ctl);
+	vmm->ctl = NULL;
 	vm_destroy(vmm->vm);
+	if (vmm->lock) {
+		vmlock_close(vmm->lock);
+		free(vmm->lock);
+	}
 	if (vmm->console_fd > STDERR_FILENO)
 		close(vmm->console_fd);
 	if (vmm->signal_fd >= 0)
 		close(vmm->signal_fd);
+	pthread_mutex_destroy(&vmm->mig_lock);
 	free(vmm);
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <termios.h>
 
 #include "common/err.h"
@@ -26,17 +27,30 @@ struct vmm_options {
 	const char *console;	/* "stdio", a file path, or "none" */
 	const char *control;	/* socket path, may be NULL */
 	bool start_paused;
+	const char *incoming;	/* tcp:HOST:PORT: wait for a migration */
+	const char *restore;	/* restore a saved VM from this file */
+	const char *lock;	/* per-VM lock file on shared storage */
+	uint64_t max_mem;	/* incoming: refuse bigger VMs (0 = free RAM) */
 };
+
+struct migration;
 
 struct vmm {
 	struct vmm_options opts;
-	struct vm *vm;
+	struct vm *vm;		/* NULL until built (incoming: once the config arrived) */
 	struct uart8250 *uart;
 	struct ctl_server *ctl;
 	int console_fd;		/* where guest output goes */
 	int input_fd;		/* where guest input comes from, or -1 */
 	int signal_fd;
+	struct vmlock *lock;	/* NULL without --lock */
+	pthread_mutex_t mig_lock;	/* guards mig: commands vs. teardown */
+	struct migration *mig;	/* the last outgoing migration */
+	bool incoming_refused;
 };
+
+/* The VM, or NULL while an incoming migration has not built it yet. */
+struct vm *vmm_vm(struct vmm *vmm);
 
 int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *err);
 /* Start the vCPUs and serve until the VM shuts down. Returns the exit status. */

@@ -1,0 +1,30 @@
+/*
+ * dirty.h - dirty-page tracking for migration.
+ *
+ * KVM logs writes by vCPUs (KVM_MEM_LOG_DIRTY_PAGES with manual protect:
+ * KVM_GET_DIRTY_LOG reads the bits, KVM_CLEAR_DIRTY_LOG clears exactly those
+ * and write-protects the pages again, so a write that lands after the read
+ * is logged for the next round).  The VMM's own writes are in
+ * mem->vmm_dirty.  dirty_sync() ORs both into the caller's bitmap, indexed
+ * like mem->vmm_dirty (one bit per page, in memfd-offset order); bits stay
+ * there until the caller has sent the page.
+ */
+#ifndef KVMOVE_CORE_DIRTY_H
+#define KVMOVE_CORE_DIRTY_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct vm;
+
+int dirty_log_start(struct vm *vm, struct kv_err *err);
+void dirty_log_stop(struct vm *vm);
+/* Merge newly dirtied pages into bitmap; returns how many bits were newly
+ * set, or a negative errno. */
+int64_t dirty_sync(struct vm *vm, uint64_t *bitmap, struct kv_err *err);
+
+/* Auto-converge: keep vCPUs out of the guest pct% of the time (0 = off). */
+int vm_set_throttle(struct vm *vm, unsigned pct, struct kv_err *err);
+
+#endif

@@ -1,0 +1,298 @@
+#define _GNU_SOURCE
+#include "migration/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "core/mem.h"
+#include "core/vm.h"
+#include "devices/device.h"
+
+json_t *mig_config_to_json(struct vm *vm, bool uses_lock)
+{
+	json_t *cpuid = json_array(), *devs = json_array();
+
+	for (uint32_t i = 0; i < vm->cpuid->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &vm->cpuid->entries[i];
+		json_array_append_new(cpuid, json_pack("[I,I,I,I,I,I,I]",
+			(json_int_t)e->function, (json_int_t)e->index, (json_int_t)e->flags,
+			(json_int_t)e->eax, (json_int_t)e->ebx, (json_int_t)e->ecx,
+			(json_int_t)e->edx));
+	}
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		json_array_append_new(devs, json_pack("{s:s, s:s}", "name", vm->devices[i]->name,
+						      "type", vm->devices[i]->ops->type));
+	return json_pack("{s:s, s:I, s:i, s:o, s:o, s:b, s:[]}", "name", vm->cfg.name,
+			 "mem", (json_int_t)vm->mem.size, "cpus", (int)vm->nvcpus,
+			 "cpuid", cpuid, "devices", devs, "lock", uses_lock, "disks");
+}
+
+static int get_str(json_t *o, const char *key, char *dst, size_t cap, struct kv_err *err)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!json_is_string(v) || json_string_length(v) >= cap || json_string_length(v) == 0 ||
+	    strlen(json_string_value(v)) != json_string_length(v))
+		return kv_errf(err, EBADMSG, "config: '%s' must be a string of 1..%zu bytes",
+			       key, cap - 1);
+	strcpy(dst, json_string_value(v));
+	return 0;
+}
+
+static int get_u32(json_t *v, uint32_t *out)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    json_integer_value(v) > UINT32_MAX)
+		return -1;
+	*out = (uint32_t)json_integer_value(v);
+	return 0;
+}
+
+int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *err)
+{
+	json_t *v, *e;
+	size_t i;
+	int r;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if ((r = get_str(j, "name", cfg->name, sizeof(cfg->name), err)))
+		return r;
+	v = json_object_get(j, "mem");
+	if (!json_is_integer(v) || json_integer_value(v) <= 0)
+		return kv_errf(err, EBADMSG, "config: 'mem' must be a positive integer");
+	cfg->mem_size = (uint64_t)json_integer_value(v);
+	{
+		struct mem_region rg[MEM_MAX_REGIONS];
+		if ((r = mem_layout(cfg->mem_size, rg, MEM_MAX_REGIONS, err)) < 0)
+			return kv_err_prefix(err, r, "config");
+	}
+	v = json_object_get(j, "cpus");
+	if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+	    json_integer_value(v) > VM_MAX_VCPUS)
+		return kv_errf(err, EBADMSG, "config: 'cpus' must be 1..%d", VM_MAX_VCPUS);
+	cfg->ncpus = (unsigned)json_integer_value(v);
+
+	v = json_object_get(j, "cpuid");
+	if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > MIG_MAX_CPUID)
+		return kv_errf(err, EBADMSG, "config: 'cpuid' must list 1..%d entries",
+			       MIG_MAX_CPUID);
+	cfg->cpuid = calloc(1, sizeof(*cfg->cpuid) +
+				       json_array_size(v) * sizeof(cfg->cpuid->entries[0]));
+	if (!cfg->cpuid)
+		return kv_errf(err, ENOMEM, "config: CPUID");
+	cfg->cpuid->nent = (uint32_t)json_array_size(v);
+	json_array_foreach(v, i, e) {
+		struct kvm_cpuid_entry2 *c = &cfg->cpuid->entries[i];
+		if (!json_is_array(e) || json_array_size(e) != 7 ||
+		    get_u32(json_array_get(e, 0), &c->function) ||
+		    get_u32(json_array_get(e, 1), &c->index) ||
+		    get_u32(json_array_get(e, 2), &c->flags) ||
+		    get_u32(json_array_get(e, 3), &c->eax) ||
+		    get_u32(json_array_get(e, 4), &c->ebx) ||
+		    get_u32(json_array_get(e, 5), &c->ecx) ||
+		    get_u32(json_array_get(e, 6), &c->edx)) {
+			mig_config_free(cfg);
+			return kv_errf(err, EBADMSG, "config: CPUID entry %zu is malformed", i);
+		}
+	}
+
+	v = json_object_get(j, "devices");
+	if (!json_is_array(v) || json_array_size(v) > MIG_MAX_DEVICES) {
+		mig_config_free(cfg);
+		return kv_errf(err, EBADMSG, "config: 'devices' must list at most %d devices",
+			       MIG_MAX_DEVICES);
+	}
+	json_array_foreach(v, i, e) {
+		if (!json_is_object(e) ||
+		    get_str(e, "name", cfg->devices[i].name, sizeof(cfg->devices[i].name), err) ||
+		    get_str(e, "type", cfg->devices[i].type, sizeof(cfg->devices[i].type), err)) {
+			mig_config_free(cfg);
+			return kv_errf(err, EBADMSG, "config: device %zu is malformed", i);
+		}
+		cfg->ndevices++;
+	}
+	v = json_object_get(j, "lock");
+	if (!json_is_boolean(v)) {
+		mig_config_free(cfg);
+		return kv_errf(err, EBADMSG, "config: 'lock' must be a boolean");
+	}
+	cfg->uses_lock = json_is_true(v);
+	v = json_object_get(j, "disks");
+	if (!json_is_array(v) || json_array_size(v) > MIG_MAX_DISKS) {
+		mig_config_free(cfg);
+		return kv_errf(err, EBADMSG, "config: 'disks' must list at most %d paths",
+			       MIG_MAX_DISKS);
+	}
+	json_array_foreach(v, i, e) {
+		if (!json_is_string(e) || json_string_length(e) >= sizeof(cfg->disks[0]) ||
+		    strlen(json_string_value(e)) != json_string_length(e)) {
+			mig_config_free(cfg);
+			return kv_errf(err, EBADMSG, "config: disk %zu is malformed", i);
+		}
+		strcpy(cfg->disks[i], json_string_value(e));
+		cfg->ndisks++;
+	}
+	return 0;
+}
+
+void mig_config_free(struct mig_vm_config *cfg)
+{
+	free(cfg->cpuid);
+	cfg->cpuid = NULL;
+}
+
+static uint64_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "re");
+	char line[256];
+	unsigned long long kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kb << 10;
+}
+
+int mig_host_probe(struct mig_host *host, struct kvm_cpuid2 **supported_out,
+		   struct kv_err *err)
+{
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC), r, n;
+
+	if (kvm < 0)
+		return kv_errf_sys(err, errno, "/dev/kvm");
+	r = kvm_supported_cpuid(kvm, supported_out, err);
+	n = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	close(kvm);
+	if (r)
+		return r;
+	host->supported = *supported_out;
+	host->max_vcpus = n > 0 ? (unsigned)n : 1;
+	if (host->max_vcpus > VM_MAX_VCPUS)
+		host->max_vcpus = VM_MAX_VCPUS;
+	host->avail_mem = mem_available();
+	return 0;
+}
+
+static const struct kvm_cpuid_entry2 *find_leaf(const struct kvm_cpuid2 *c, uint32_t fn,
+						uint32_t idx)
+{
+	for (uint32_t i = 0; i < c->nent; i++)
+		if (c->entries[i].function == fn && c->entries[i].index == idx)
+			return &c->entries[i];
+	return NULL;
+}
+
+/* Feature registers whose every bit must exist on the destination.  Bits
+ * that the OS sets at run time (OSXSAVE, OSPKE) or that encode numbers, not
+ * features, are masked out. */
+static const struct feature_reg {
+	uint32_t fn, idx;
+	int reg;	/* 0 eax 1 ebx 2 ecx 3 edx */
+	uint32_t mask;
+	const char *name;
+} feature_regs[] = {
+	{ 1, 0, 2, ~(1u << 27), "CPUID.1:ECX" },
+	{ 1, 0, 3, 0xffffffff, "CPUID.1:EDX" },
+	{ 7, 0, 1, 0xffffffff, "CPUID.7.0:EBX" },
+	{ 7, 0, 2, ~(1u << 4), "CPUID.7.0:ECX" },
+	{ 7, 0, 3, 0xffffffff, "CPUID.7.0:EDX" },
+	{ 7, 1, 0, 0xffffffff, "CPUID.7.1:EAX" },
+	{ 0xd, 1, 0, 0xffffffff, "CPUID.0xD.1:EAX" },
+	{ 0x80000001, 0, 2, 0xffffffff, "CPUID.0x80000001:ECX" },
+	{ 0x80000001, 0, 3, 0xffffffff, "CPUID.0x80000001:EDX" },
+	{ 0x40000001, 0, 0, 0xffffffff, "KVM paravirt features" },
+};
+
+static uint32_t reg_of(const struct kvm_cpuid_entry2 *e, int reg)
+{
+	switch (reg) {
+	case 0: return e->eax;
+	case 1: return e->ebx;
+	case 2: return e->ecx;
+	default: return e->edx;
+	}
+}
+
+static void add_failure(json_t *f, const char *id, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void add_failure(json_t *f, const char *id, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	json_array_append_new(f, json_pack("{s:s, s:s}", "id", id, "reason", buf));
+}
+
+static void vendor_of(const struct kvm_cpuid2 *c, char out[13])
+{
+	const struct kvm_cpuid_entry2 *e = find_leaf(c, 0, 0);
+
+	memset(out, 0, 13);
+	if (e) {
+		memcpy(out, &e->ebx, 4);
+		memcpy(out + 4, &e->edx, 4);
+		memcpy(out + 8, &e->ecx, 4);
+	}
+}
+
+json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *host)
+{
+	json_t *f = json_array();
+	char gv[13], hv[13];
+
+	vendor_of(cfg->cpuid, gv);
+	vendor_of(host->supported, hv);
+	if (strcmp(gv, hv))
+		add_failure(f, "cpu-vendor", "the VM runs on a %s CPU, this host has %s",
+			    gv[0] ? gv : "(unknown)", hv[0] ? hv : "(unknown)");
+
+	for (size_t i = 0; i < sizeof(feature_regs) / sizeof(feature_regs[0]); i++) {
+		const struct feature_reg *fr = &feature_regs[i];
+		const struct kvm_cpuid_entry2 *g = find_leaf(cfg->cpuid, fr->fn, fr->idx);
+		const struct kvm_cpuid_entry2 *h = find_leaf(host->supported, fr->fn, fr->idx);
+		uint32_t want = g ? reg_of(g, fr->reg) & fr->mask : 0;
+		uint32_t have = h ? reg_of(h, fr->reg) : 0;
+		uint32_t missing = want & ~have;
+
+		if (missing)
+			add_failure(f, "cpu-features", "%s bits 0x%08x are given to the VM but "
+				    "missing on this host", fr->name, missing);
+	}
+	if (host->max_mem && cfg->mem_size > host->max_mem)
+		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this destination accepts "
+			    "at most %" PRIu64 " MiB (--max-mem)", cfg->mem_size >> 20,
+			    host->max_mem >> 20);
+	else if (host->avail_mem && cfg->mem_size > host->avail_mem)
+		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this host has %" PRIu64
+			    " MiB available", cfg->mem_size >> 20, host->avail_mem >> 20);
+	if (cfg->ncpus > host->max_vcpus)
+		add_failure(f, "vcpus", "the VM has %u vCPUs; this host allows %u", cfg->ncpus,
+			    host->max_vcpus);
+	for (unsigned i = 0; i < cfg->ndevices; i++) {
+		const char *t = cfg->devices[i].type;
+		if (strcmp(t, "uart8250") && strcmp(t, "debug-exit"))
+			add_failure(f, "device", "device %s of type %s is not supported here",
+				    cfg->devices[i].name, t);
+	}
+	if (cfg->uses_lock && !host->has_lock)
+		add_failure(f, "lock", "the VM is guarded by a lock file on shared storage; "
+			    "start the destination with --lock on the same file");
+	for (unsigned i = 0; i < cfg->ndisks; i++)
+		if (access(cfg->disks[i], R_OK | W_OK))
+			add_failure(f, "disk", "disk %s is not reachable from this host: %s",
+				    cfg->disks[i], strerror(errno));
+	return f;
+}

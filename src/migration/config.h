@@ -1,0 +1,59 @@
+/*
+ * config.h - the VM configuration a migration carries (not files: name,
+ * memory, vCPUs, the guest's CPUID, the device list, shared resources) and
+ * the preflight checks a destination runs on it before any memory moves.
+ */
+#ifndef KVMOVE_MIGRATION_CONFIG_H
+#define KVMOVE_MIGRATION_CONFIG_H
+
+#include <jansson.h>
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define MIG_MAX_CPUID 256
+#define MIG_MAX_DEVICES 32
+#define MIG_MAX_DISKS 16
+
+struct vm;
+
+struct mig_device_desc {
+	char name[32];
+	char type[32];
+};
+
+struct mig_vm_config {
+	char name[64];
+	uint64_t mem_size;
+	unsigned ncpus;
+	struct kvm_cpuid2 *cpuid;	/* malloc'ed */
+	unsigned ndevices;
+	struct mig_device_desc devices[MIG_MAX_DEVICES];
+	bool uses_lock;
+	unsigned ndisks;
+	char disks[MIG_MAX_DISKS][256];	/* shared-storage paths (disk issue) */
+};
+
+/* What a destination offers. */
+struct mig_host {
+	uint64_t max_mem;		/* --max-mem, 0 = no limit besides free RAM */
+	uint64_t avail_mem;		/* MemAvailable */
+	unsigned max_vcpus;
+	bool has_lock;			/* --lock given */
+	const struct kvm_cpuid2 *supported;
+};
+
+json_t *mig_config_to_json(struct vm *vm, bool uses_lock);
+int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *err);
+void mig_config_free(struct mig_vm_config *cfg);
+
+/* Fill host from this machine (KVM, /proc/meminfo). */
+int mig_host_probe(struct mig_host *host, struct kvm_cpuid2 **supported_out,
+		   struct kv_err *err);
+
+/* Run every check; returns a JSON array of {"id", "reason"} (empty = ok). */
+json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *host);
+
+#endif

@@ -1,0 +1,362 @@
+/*
+ * dest.c - the receiving side: one reader for a live socket and for a saved
+ * file, so quick and live migration share every check.
+ *
+ * Live: accept, HELLO both ways, CONFIG -> preflight verdict (a check-only
+ * source is answered and then we wait for the next connection), build the
+ * VM, load RAM and state records until STATE_END, READY, wait for GO, take
+ * the lock, resume, RESUMED.
+ * File: HELLO, CONFIG (checked by the same preflight), records, STATE_END,
+ * END; take the lock, resume.
+ * Any malformed record, any page outside the VM, any state the VM cannot
+ * take ends the receive with a message; the VM never runs then.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/vm.h"
+#include "devices/device.h"
+#include "migration/devstate.h"
+#include "migration/migration.h"
+#include "migration/proto.h"
+#include "migration/ram.h"
+#include "migration/vmlock.h"
+#include "state/stream.h"
+
+#define PEER_TIMEOUT_MS 60000
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int check_hello(const struct stream_rec *rec, const char *want_role, struct kv_err *err)
+{
+	json_t *j;
+	const char *proto, *role;
+	json_int_t ver;
+	int r = mig_parse_json(rec, &j, err);
+
+	if (r)
+		return r;
+	if (json_unpack(j, "{s:s, s:I, s:s}", "protocol", &proto, "version", &ver, "role",
+			&role) ||
+	    strcmp(proto, MIG_PROTOCOL))
+		r = kv_errf(err, EPROTO, "not a kvmove migration stream");
+	else if (ver != MIG_VERSION)
+		r = kv_errf(err, EPROTO, "stream version %lld; this kvmove reads version %d",
+			    (long long)ver, MIG_VERSION);
+	else if (strcmp(role, want_role))
+		r = kv_errf(err, EPROTO, "expected a %s, the peer is a %s", want_role, role);
+	json_decref(j);
+	return r;
+}
+
+/* Read CONFIG and run the preflight on it. *verdict: failures array. */
+static int read_config(struct mig_incoming *in, struct stream *s, struct mig_vm_config *cfg,
+		       bool *check_only, json_t **verdict, struct kv_err *err)
+{
+	struct stream_rec rec;
+	json_t *j;
+	int r = mig_expect(s, MIG_REC_CONFIG, &rec, err);
+
+	if (!r)
+		r = mig_parse_json(&rec, &j, err);
+	if (r)
+		return r;
+	*check_only = json_is_true(json_object_get(j, "check-only"));
+	json_object_del(j, "check-only");
+	r = mig_config_from_json(j, cfg, err);
+	json_decref(j);
+	if (r)
+		return r;
+	*verdict = mig_preflight(cfg, &in->host);
+	return 0;
+}
+
+static void print_refusal(json_t *failures)
+{
+	size_t i;
+	json_t *f;
+
+	fprintf(stderr, "kvmove: preflight refused the incoming VM:\n");
+	json_array_foreach(failures, i, f)
+		fprintf(stderr, "  [%s] %s\n", json_string_value(json_object_get(f, "id")),
+			json_string_value(json_object_get(f, "reason")));
+}
+
+/* The devices the stream will describe must be the ones we built. */
+static int check_devices(struct vm *vm, const struct mig_vm_config *cfg, struct kv_err *err)
+{
+	for (unsigned i = 0; i < cfg->ndevices; i++) {
+		bool found = false;
+		for (unsigned d = 0; d < vm->ndevices; d++)
+			if (!strcmp(vm->devices[d]->name, cfg->devices[i].name) &&
+			    !strcmp(vm->devices[d]->ops->type, cfg->devices[i].type))
+				found = true;
+		if (!found)
+			return kv_errf(err, ENODEV, "device %s (%s) cannot be created here",
+				       cfg->devices[i].name, cfg->devices[i].type);
+	}
+	return 0;
+}
+
+/* RAM and state records until STATE_END. */
+static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_err *err)
+{
+	struct devstate_rx *rx = calloc(1, sizeof(*rx));
+	struct stream_rec rec;
+	int r;
+
+	if (!rx)
+		return kv_errf(err, ENOMEM, "receive state");
+	for (;;) {
+		r = stream_read(s, &rec, err);
+		if (r == -ECONNRESET)
+			r = kv_errf(err, ECONNRESET, "the source closed the stream before "
+				    "sending all state");
+		if (r)
+			break;
+		switch (rec.type) {
+		case MIG_REC_RAM:
+			r = ram_apply(in->vm, rec.payload, rec.len, &in->pages, err);
+			break;
+		case MIG_REC_ROUND:
+			break;
+		case MIG_REC_VM_ARCH:
+		case MIG_REC_VCPU:
+		case MIG_REC_DEVICE:
+			r = devstate_apply(in->vm, rx, rec.type, rec.payload, rec.len, err);
+			break;
+		case MIG_REC_STATE_END:
+			r = devstate_complete(in->vm, rx, err);
+			free(rx);
+			return r;
+		case MIG_REC_ERROR: {
+			json_t *j = NULL;
+			const char *d = NULL;
+			if (!mig_parse_json(&rec, &j, NULL))
+				d = json_string_value(json_object_get(j, "desc"));
+			r = kv_errf(err, ECANCELED, "the source gave up: %s", d ? d : "(no reason)");
+			json_decref(j);
+			break;
+		}
+		default:
+			if (rec.flags & STREAM_F_MANDATORY)
+				r = kv_errf(err, EBADMSG, "unknown mandatory record type %u", rec.type);
+			break;	/* optional records we do not know are skipped */
+		}
+		if (r)
+			break;
+	}
+	free(rx);
+	return r;
+}
+
+static int build(struct mig_incoming *in, const struct mig_vm_config *cfg, struct kv_err *err)
+{
+	int r = in->build(in->opaque, cfg, &in->vm, err);
+
+	if (!r)
+		r = check_devices(in->vm, cfg, err);
+	return r;
+}
+
+/* Take the VM: the lock first (the arbiter), then run it. */
+static int take_and_resume(struct mig_incoming *in, struct kv_err *err)
+{
+	int r;
+
+	if (in->lock) {
+		r = vmlock_acquire(in->lock, err);
+		if (r)
+			return kv_err_prefix(err, r, "not resuming");
+	}
+	return vm_start(in->vm, err);
+}
+
+static int wait_accept(struct mig_incoming *in, struct kv_err *err)
+{
+	for (;;) {
+		struct pollfd p = { .fd = in->listen_fd, .events = POLLIN };
+		int r = poll(&p, 1, 500), fd;
+
+		if (in->cancel && __atomic_load_n(in->cancel, __ATOMIC_ACQUIRE))
+			return kv_errf(err, ECANCELED, "stopped while waiting for a migration");
+		if (r <= 0)
+			continue;
+		fd = accept4(in->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+		if (errno != EINTR && errno != ECONNABORTED)
+			return kv_errf_sys(err, errno, "accept");
+	}
+}
+
+static int run_file(struct mig_incoming *in, struct kv_err *err)
+{
+	struct stream s;
+	struct stream_rec rec;
+	struct mig_vm_config cfg = { 0 };
+	json_t *verdict = NULL;
+	bool check_only;
+	double t0 = now_ms();
+	int fd, r;
+
+	fd = open(in->file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kv_errf_sys(err, errno, "%s", in->file);
+	r = stream_init(&s, fd, MIG_MAX_RECORD, err);
+	if (r) {
+		close(fd);
+		return r;
+	}
+	r = mig_expect(&s, MIG_REC_HELLO, &rec, err);
+	if (!r)
+		r = check_hello(&rec, "file", err);
+	if (!r)
+		r = read_config(in, &s, &cfg, &check_only, &verdict, err);
+	if (!r && json_array_size(verdict)) {
+		print_refusal(verdict);
+		in->refused = true;
+		r = kv_errf(err, EPERM, "this host cannot run the saved VM");
+	}
+	if (!r)
+		r = build(in, &cfg, err);
+	if (!r)
+		r = receive_records(in, &s, err);
+	if (!r)
+		r = mig_expect(&s, MIG_REC_END, &rec, err);
+	if (!r && stream_read(&s, &rec, err) != -ECONNRESET)
+		r = kv_errf(err, EBADMSG, "data after the end of the saved state");
+	in->bytes = s.bytes_in;
+	if (!r)
+		r = take_and_resume(in, err);
+	in->load_ms = now_ms() - t0;
+	if (r)
+		kv_err_prefix(err, r, "restoring %s", in->file);
+	json_decref(verdict);
+	mig_config_free(&cfg);
+	stream_destroy(&s);
+	close(fd);
+	return r;
+}
+
+/* One connection.  Returns 1 if it was a check-only probe (keep listening). */
+static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *err)
+{
+	struct stream_rec rec;
+	struct mig_vm_config cfg = { 0 };
+	json_t *verdict = NULL;
+	bool check_only = false;
+	double t0;
+	int r;
+
+	r = mig_expect(s, MIG_REC_HELLO, &rec, err);
+	if (!r)
+		r = check_hello(&rec, "source", err);
+	if (!r)
+		r = mig_send_json(s, MIG_REC_HELLO,
+				  json_pack("{s:s, s:i, s:s, s:[]}", "protocol", MIG_PROTOCOL,
+					    "version", MIG_VERSION, "role", "destination",
+					    "capabilities"), err);
+	if (!r)
+		r = stream_flush(s, err);
+	if (!r)
+		r = read_config(in, s, &cfg, &check_only, &verdict, err);
+	if (r)
+		goto out;
+	r = mig_send_json(s, MIG_REC_PREFLIGHT,
+			  json_pack("{s:b, s:O}", "ok", json_array_size(verdict) == 0,
+				    "failures", verdict), err);
+	if (!r)
+		r = stream_flush(s, err);
+	if (r)
+		goto out;
+	if (json_array_size(verdict)) {
+		print_refusal(verdict);
+		in->refused = true;
+		r = kv_errf(err, EPERM, "refused the VM at preflight");
+		goto out;
+	}
+	if (check_only) {
+		fprintf(stderr, "kvmove: preflight check from the source passed; still waiting "
+			"for the migration\n");
+		r = 1;
+		goto out;
+	}
+	t0 = now_ms();
+	if ((r = build(in, &cfg, err)) || (r = receive_records(in, s, err))) {
+		mig_send_error(s, "load", err->msg);
+		goto out;
+	}
+	r = stream_write(s, MIG_REC_READY, STREAM_F_MANDATORY, NULL, 0, err);
+	if (!r)
+		r = stream_flush(s, err);
+	if (!r)
+		r = mig_expect(s, MIG_REC_GO, &rec, err);
+	if (r) {
+		kv_err_prefix(err, r, "before GO (the source keeps the VM)");
+		goto out;
+	}
+	r = take_and_resume(in, err);
+	if (r) {
+		mig_send_error(s, "lock", err->msg);
+		goto out;
+	}
+	in->load_ms = now_ms() - t0;
+	/* Best effort: the VM runs here whatever happens to this message. */
+	mig_send_json(s, MIG_REC_RESUMED, json_pack("{s:f}", "load-ms", in->load_ms), NULL);
+	stream_flush(s, NULL);
+out:
+	in->bytes = s->bytes_in;
+	json_decref(verdict);
+	mig_config_free(&cfg);
+	return r;
+}
+
+int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
+{
+	int r;
+
+	if (in->file)
+		return run_file(in, err);
+	in->listen_fd = mig_listen(in->uri, err);
+	if (in->listen_fd < 0)
+		return in->listen_fd;
+	for (;;) {
+		struct stream s;
+		int fd = wait_accept(in, err);
+
+		if (fd < 0) {
+			r = fd;
+			break;
+		}
+		__atomic_store_n(&in->conn_fd, fd, __ATOMIC_RELEASE);
+		r = stream_init(&s, fd, MIG_MAX_RECORD, err);
+		if (!r) {
+			s.timeout_ms = PEER_TIMEOUT_MS;
+			r = run_conn(in, &s, err);
+			stream_destroy(&s);
+		}
+		__atomic_store_n(&in->conn_fd, -1, __ATOMIC_RELEASE);
+		close(fd);
+		if (r != 1)
+			break;
+	}
+	close(in->listen_fd);
+	in->listen_fd = -1;
+	return r;
+}

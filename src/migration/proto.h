@@ -1,0 +1,59 @@
+/*
+ * proto.h - record types of the migration stream and helpers shared by the
+ * sender and the receiver.  docs/FORMAT.md describes every record byte by
+ * byte; docs/PROTOCOL.md the order in which they are exchanged.
+ */
+#ifndef KVMOVE_MIGRATION_PROTO_H
+#define KVMOVE_MIGRATION_PROTO_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "state/stream.h"
+
+#define MIG_PROTOCOL "kvmove-migration"
+#define MIG_VERSION 1
+#define MIG_MAX_RECORD (2u << 20)	/* a RAM batch plus headroom */
+#define MIG_MAX_JSON (256u << 10)	/* handshake/config records */
+#define MIG_RAM_BATCH 256		/* pages per RAM record at most */
+#define MIG_PAGE_ZERO 0x1		/* RAM entry flag: the page is all zeros */
+#define MIG_PAGE_FLAGS 0x1
+
+enum mig_rec_type {
+	MIG_REC_HELLO = 1,		/* JSON, both ways */
+	MIG_REC_CONFIG = 2,		/* JSON: VM config + preflight request */
+	MIG_REC_PREFLIGHT = 3,		/* JSON reply: ok / failures */
+	MIG_REC_RAM = 4,		/* binary page batch */
+	MIG_REC_ROUND = 5,		/* JSON: end of a pre-copy round (optional) */
+	MIG_REC_VM_ARCH = 6,		/* vmstate: irqchip, PIT, clock */
+	MIG_REC_VCPU = 7,		/* u32 index + vmstate */
+	MIG_REC_DEVICE = 8,		/* u8 len + name + vmstate */
+	MIG_REC_STATE_END = 9,		/* empty: everything is sent */
+	MIG_REC_READY = 10,		/* dest -> src: loaded, waiting for GO */
+	MIG_REC_GO = 11,		/* src -> dest: source released the VM */
+	MIG_REC_RESUMED = 12,		/* dest -> src: running */
+	MIG_REC_ERROR = 13,		/* JSON {id, desc}: the sender gives up */
+	MIG_REC_END = 14,		/* file trailer */
+};
+
+const char *mig_rec_name(uint16_t type);
+
+/* Send a JSON object as one record (obj is stolen). */
+int mig_send_json(struct stream *s, uint16_t type, json_t *obj, struct kv_err *err);
+/* Parse a record's payload as one JSON object (strict, bounded). */
+int mig_parse_json(const struct stream_rec *rec, json_t **out, struct kv_err *err);
+/*
+ * Read the next record and insist on its type.  A MIG_REC_ERROR from the
+ * peer becomes our error with the peer's description (-ECANCELED).
+ */
+int mig_expect(struct stream *s, uint16_t type, struct stream_rec *rec,
+	       struct kv_err *err);
+/* Tell the peer why we stop (best effort). */
+void mig_send_error(struct stream *s, const char *id, const char *desc);
+
+/* "tcp:HOST:PORT" -> a connected or listening socket. */
+int mig_connect(const char *uri, int timeout_ms, struct kv_err *err);
+int mig_listen(const char *uri, struct kv_err *err);
+
+#endif

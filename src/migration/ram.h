@@ -1,0 +1,48 @@
+/*
+ * ram.h - moving guest RAM through the stream.
+ *
+ * A RAM record: u32 count, then count entries of
+ *   u64 (gpa | flags)  [4096 bytes of page data unless flags & ZERO]
+ * gpa is page aligned; the only flag is MIG_PAGE_ZERO.
+ */
+#ifndef KVMOVE_MIGRATION_RAM_H
+#define KVMOVE_MIGRATION_RAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct vm;
+struct stream;
+
+struct ram_stats {
+	uint64_t normal;	/* pages sent with data */
+	uint64_t zero;		/* zero pages: flagged, or skipped in the first pass */
+	uint64_t bytes;		/* page data + entry headers */
+};
+
+struct ram_sender {
+	struct vm *vm;
+	struct stream *s;
+	uint64_t *dirty;	/* pages still to send, memfd-page order */
+	const int *cancel;	/* stop early when *cancel becomes non-zero */
+	struct ram_stats st;
+	void (*progress)(void *opaque);	/* after every record, for live stats */
+	void *progress_opaque;
+};
+
+int ram_sender_init(struct ram_sender *rs, struct vm *vm, struct stream *s,
+		    const int *cancel, struct kv_err *err);
+void ram_sender_destroy(struct ram_sender *rs);
+/* First pass: every page that holds data (memfd holes are never read). */
+int ram_send_all(struct ram_sender *rs, struct kv_err *err);
+/* Send and clear every page in rs->dirty. */
+int ram_send_dirty(struct ram_sender *rs, struct kv_err *err);
+uint64_t ram_dirty_count(const struct ram_sender *rs);
+
+/* Receiver: apply one RAM record to guest memory, checking every entry. */
+int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
+	      struct kv_err *err);
+
+#endif
