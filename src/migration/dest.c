@@ -138,6 +138,8 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 		case MIG_REC_VM_ARCH:
 		case MIG_REC_VCPU:
 		case MIG_REC_DEVICE:
+			if (!in->t_state)
+				in->t_state = now_ms();
 			r = devstate_apply(in->vm, rx, rec.type, rec.payload, rec.len, err);
 			break;
 		case MIG_REC_STATE_END:
@@ -212,7 +214,6 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 	struct mig_vm_config cfg = { 0 };
 	json_t *verdict = NULL;
 	bool check_only;
-	double t0 = now_ms();
 	int fd, r;
 
 	fd = open(in->file, O_RDONLY | O_CLOEXEC);
@@ -244,7 +245,7 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 	in->bytes = s.bytes_in;
 	if (!r)
 		r = take_and_resume(in, err);
-	in->load_ms = now_ms() - t0;
+	in->load_ms = now_ms() - in->t_state;
 	if (r)
 		kv_err_prefix(err, r, "restoring %s", in->file);
 	json_decref(verdict);
@@ -261,7 +262,6 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 	struct mig_vm_config cfg = { 0 };
 	json_t *verdict = NULL;
 	bool check_only = false;
-	double t0;
 	int r;
 
 	r = mig_expect(s, MIG_REC_HELLO, &rec, err);
@@ -297,7 +297,6 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		r = 1;
 		goto out;
 	}
-	t0 = now_ms();
 	if ((r = build(in, &cfg, err)) || (r = receive_records(in, s, err))) {
 		mig_send_error(s, "load", err->msg);
 		goto out;
@@ -316,7 +315,7 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		mig_send_error(s, "lock", err->msg);
 		goto out;
 	}
-	in->load_ms = now_ms() - t0;
+	in->load_ms = now_ms() - in->t_state;
 	/* Best effort: the VM runs here whatever happens to this message. */
 	mig_send_json(s, MIG_REC_RESUMED, json_pack("{s:f}", "load-ms", in->load_ms), NULL);
 	stream_flush(s, NULL);

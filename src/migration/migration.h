@@ -84,7 +84,10 @@ struct mig_incoming {
 	struct vm *vm;			/* built VM, running on success */
 	bool refused;			/* preflight refused */
 	uint64_t pages, bytes;
-	double load_ms;			/* from the first record to resume */
+	double load_ms;			/* first state record (VM paused at the
+					 * source) to resume: our share of the
+					 * downtime */
+	double t_state;			/* internal: when the first state record came */
 };
 
 /* Receive one VM and resume it.  0 on success (vm running). */

@@ -313,6 +313,9 @@ static int stop_and_copy(struct migration *m, struct kv_err *err)
 	    (r = stream_write(&m->s, MIG_REC_STATE_END, STREAM_F_MANDATORY, NULL, 0, err)) ||
 	    (r = stream_flush(&m->s, err)))
 		return set_fail(m, is_cancelled(m) ? "cancelled" : "io", err, r);
+	pthread_mutex_lock(&m->mu);
+	m->remaining = 0;
+	pthread_mutex_unlock(&m->mu);
 	publish(m);
 	if ((r = mig_expect(&m->s, MIG_REC_READY, &rec, err)))
 		return set_fail(m, is_cancelled(m) ? "cancelled" : "destination", err, r);

@@ -329,7 +329,7 @@ static int run_incoming(struct vmm *vmm)
 		return j.in.refused ? 3 : 1;
 	}
 	fprintf(stderr, "kvmove: %s: resumed after receiving %" PRIu64 " pages "
-		"(%.1f MiB) in %.1f ms from the first state record\n", vmm->vm->cfg.name,
+		"(%.1f MiB); %.1f ms from the first CPU/device state record to resume\n", vmm->vm->cfg.name,
 		j.in.pages, (double)j.in.bytes / 1048576.0, j.in.load_ms);
 	return 0;
 }

@@ -1,0 +1,293 @@
+/*
+ * The receiving side against forged content: records whose framing and
+ * checksum are fine but whose payload lies (pages outside the VM, unknown
+ * flags, truncation, state for vCPUs or devices that do not exist, the same
+ * block twice), and configs that lie.  Nothing here needs KVM: every one of
+ * these must be refused before KVM is asked.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/vm.h"
+#include "devices/uart8250.h"
+#include "migration/config.h"
+#include "migration/devstate.h"
+#include "migration/proto.h"
+#include "migration/ram.h"
+#include "state/stream.h"
+
+#define MEM (32ULL << 20)
+
+static struct vm *fake_vm(void)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	struct uart8250 *u;
+	struct kv_err err;
+
+	assert_int_equal(mem_init(&vm->mem, MEM, &err), 0);
+	vm->nvcpus = 2;
+	assert_int_equal(uart_create(&u, "serial0", -1, NULL, NULL, &err), 0);
+	vm->devices[vm->ndevices++] = uart_device(u);
+	return vm;
+}
+
+static void free_vm(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		vm->devices[i]->ops->destroy(vm->devices[i]);
+	mem_destroy(&vm->mem);
+	free(vm);
+}
+
+/* Build a RAM record payload: entries of (gpa|flags, data?) */
+static size_t ram_rec(uint8_t *buf, uint32_t count, const uint64_t *gpaflags, int with_data)
+{
+	size_t pos = 4;
+
+	st_put32(buf, count);
+	for (uint32_t i = 0; i < count; i++) {
+		st_put64(buf + pos, gpaflags[i]);
+		pos += 8;
+		if (with_data && !(gpaflags[i] & MIG_PAGE_ZERO)) {
+			memset(buf + pos, (int)(0x10 + i), 4096);
+			pos += 4096;
+		}
+	}
+	return pos;
+}
+
+static void test_ram_good(void **state)
+{
+	struct vm *vm = fake_vm();
+	uint8_t *buf = malloc(3 * (8 + 4096) + 4);
+	uint64_t g[3] = { 0x100000, 0x200000 | MIG_PAGE_ZERO, MEM - 4096 };
+	uint64_t pages = 0;
+	struct kv_err err;
+	size_t n = ram_rec(buf, 3, g, 1);
+
+	memset(mem_gpa_to_hva(&vm->mem, 0x200000, 4096), 0x77, 4096);
+	assert_int_equal(ram_apply(vm, buf, (uint32_t)n, &pages, &err), 0);
+	assert_int_equal(pages, 3);
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&vm->mem, 0x100000, 1), 0x10);
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&vm->mem, 0x200fff, 1), 0);	/* zeroed */
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&vm->mem, MEM - 1, 1), 0x12);
+	assert_true(mem_test_dirty(&vm->mem, 0x100000));	/* VMM writes are tracked */
+	free(buf);
+	free_vm(vm);
+}
+
+static void expect_ram_bad(struct vm *vm, const uint8_t *buf, size_t n, const char *why)
+{
+	uint64_t pages = 0;
+	struct kv_err err = { "" };
+	int r = ram_apply(vm, buf, (uint32_t)n, &pages, &err);
+
+	if (r != -EBADMSG)
+		fail_msg("%s: got %d", why, r);
+	assert_true(err.msg[0]);
+}
+
+static void test_ram_hostile(void **state)
+{
+	struct vm *vm = fake_vm();
+	uint8_t *buf = malloc((MIG_RAM_BATCH + 2) * (8 + 4096) + 8);
+	uint64_t g[2];
+	size_t n;
+
+	expect_ram_bad(vm, buf, 3, "shorter than the count");
+	st_put32(buf, 0);
+	expect_ram_bad(vm, buf, 4, "zero pages");
+	st_put32(buf, MIG_RAM_BATCH + 1);
+	expect_ram_bad(vm, buf, 4, "count above the batch limit");
+	g[0] = MEM;	/* first byte past RAM */
+	n = ram_rec(buf, 1, g, 1);
+	expect_ram_bad(vm, buf, n, "page past the end of RAM");
+	g[0] = 0xfee00000;	/* the LAPIC, in the hole */
+	n = ram_rec(buf, 1, g, 1);
+	expect_ram_bad(vm, buf, n, "page in the MMIO hole");
+	g[0] = 0xfffffffffffff000ULL;
+	n = ram_rec(buf, 1, g, 1);
+	expect_ram_bad(vm, buf, n, "page at the top of the address space");
+	g[0] = 0x100000 | 0x2;	/* unknown flag */
+	n = ram_rec(buf, 1, g, 1);
+	expect_ram_bad(vm, buf, n, "unknown flag");
+	g[0] = 0x100000;
+	n = ram_rec(buf, 1, g, 1);
+	expect_ram_bad(vm, buf, n - 1, "page data truncated");
+	expect_ram_bad(vm, buf, 4 + 7, "entry header truncated");
+	buf[n] = 0;
+	expect_ram_bad(vm, buf, n + 1, "stray byte after the last page");
+	g[0] = 0x100000;
+	g[1] = 0x101000;
+	n = ram_rec(buf, 2, g, 1);
+	st_put32(buf, 3);	/* claims one more page than it holds */
+	expect_ram_bad(vm, buf, n, "count larger than the entries");
+	free(buf);
+	free_vm(vm);
+}
+
+static void test_devstate_hostile(void **state)
+{
+	struct vm *vm = fake_vm();
+	struct devstate_rx rx = { 0 };
+	struct kv_err err;
+	uint8_t buf[512], sec[256];
+	size_t slen;
+	struct uart_state us = { .lcr = 3 };
+
+	assert_int_equal(vmstate_save(uart8250_ops.state, &us, sec, sizeof(sec), &slen, &err), 0);
+
+	/* vCPU index out of range, and truncated */
+	st_put32(buf, 2);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_VCPU, buf, 4, &err), -EBADMSG);
+	st_put32(buf, 0xffffffff);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_VCPU, buf, 4, &err), -EBADMSG);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_VCPU, buf, 3, &err), -EBADMSG);
+
+	/* device: name longer than the record, unknown name, good, twice */
+	buf[0] = 200;
+	memcpy(buf + 1, "serial0", 7);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_DEVICE, buf, 8, &err), -EBADMSG);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_DEVICE, buf, 0, &err), -EBADMSG);
+	buf[0] = 7;
+	memcpy(buf + 1, "serial9", 7);
+	memcpy(buf + 8, sec, slen);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_DEVICE, buf, (uint32_t)(8 + slen), &err),
+			 -EBADMSG);
+	memcpy(buf + 1, "serial0", 7);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_DEVICE, buf, (uint32_t)(8 + slen), &err), 0);
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_DEVICE, buf, (uint32_t)(8 + slen), &err),
+			 -EBADMSG);
+	/* a state record of the wrong type */
+	assert_int_equal(devstate_apply(vm, &rx, MIG_REC_RAM, buf, 8, &err), -EBADMSG);
+	/* STATE_END without the CPU and irqchip state */
+	assert_int_equal(devstate_complete(vm, &rx, &err), -EBADMSG);
+	rx.arch = true;
+	assert_int_equal(devstate_complete(vm, &rx, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "vCPU 0"));
+	rx.vcpu[0] = rx.vcpu[1] = true;
+	assert_int_equal(devstate_complete(vm, &rx, &err), 0);
+	free_vm(vm);
+}
+
+static json_t *good_config(void)
+{
+	return json_pack("{s:s, s:I, s:i, s:[[i,i,i,i,i,i,i]], s:[{s:s,s:s}], s:b, s:[]}",
+			 "name", "web1", "mem", (json_int_t)(64 << 20), "cpus", 2,
+			 "cpuid", 0, 0, 0, 0xd, 0x756e6547, 0x6c65746e, 0x49656e69,
+			 "devices", "name", "serial0", "type", "uart8250", "lock", 0, "disks");
+}
+
+static void expect_cfg_bad(json_t *j, const char *why)
+{
+	struct mig_vm_config cfg;
+	struct kv_err err = { "" };
+
+	if (mig_config_from_json(j, &cfg, &err) >= 0) {
+		mig_config_free(&cfg);
+		fail_msg("accepted bad config: %s", why);
+	}
+	assert_true(err.msg[0]);
+	json_decref(j);
+}
+
+static void test_config_hostile(void **state)
+{
+	struct mig_vm_config cfg;
+	struct kv_err err;
+	json_t *j = good_config();
+	json_t *big = json_array();
+
+	assert_int_equal(mig_config_from_json(j, &cfg, &err), 0);
+	assert_string_equal(cfg.name, "web1");
+	assert_int_equal(cfg.ncpus, 2);
+	assert_int_equal(cfg.cpuid->nent, 1);
+	mig_config_free(&cfg);
+	json_decref(j);
+
+	j = good_config(); json_object_set_new(j, "mem", json_integer(12345)); expect_cfg_bad(j, "odd size");
+	j = good_config(); json_object_set_new(j, "mem", json_integer(-1)); expect_cfg_bad(j, "negative size");
+	j = good_config(); json_object_set_new(j, "mem", json_string("1G")); expect_cfg_bad(j, "size as string");
+	j = good_config(); json_object_set_new(j, "cpus", json_integer(0)); expect_cfg_bad(j, "no vCPUs");
+	j = good_config(); json_object_set_new(j, "cpus", json_integer(100000)); expect_cfg_bad(j, "too many vCPUs");
+	j = good_config(); json_object_set_new(j, "name", json_string("")); expect_cfg_bad(j, "empty name");
+	j = good_config(); json_object_set_new(j, "name", json_stringn("a\0b", 3)); expect_cfg_bad(j, "NUL in name");
+	j = good_config(); json_object_del(j, "lock"); expect_cfg_bad(j, "no lock flag");
+	j = good_config(); json_object_set_new(j, "cpuid", json_pack("[[i,i,i]]", 1, 2, 3)); expect_cfg_bad(j, "short CPUID entry");
+	j = good_config(); json_object_set_new(j, "cpuid", json_pack("[[i,i,i,i,i,i,I]]", 0, 0, 0, 0, 0, 0, (json_int_t)1 << 33)); expect_cfg_bad(j, "CPUID value > 32 bits");
+	for (int i = 0; i <= MIG_MAX_CPUID; i++)
+		json_array_append_new(big, json_pack("[i,i,i,i,i,i,i]", i, 0, 0, 0, 0, 0, 0));
+	j = good_config(); json_object_set_new(j, "cpuid", big); expect_cfg_bad(j, "too many CPUID entries");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:i}]", "name", 3)); expect_cfg_bad(j, "device name not a string");
+	j = good_config(); json_object_set_new(j, "disks", json_pack("[i]", 7)); expect_cfg_bad(j, "disk not a string");
+}
+
+static void test_preflight(void **state)
+{
+	struct mig_vm_config cfg;
+	struct kv_err err;
+	json_t *j = good_config(), *f;
+	struct kvm_cpuid2 *host_cpuid = calloc(1, sizeof(*host_cpuid) + 2 * sizeof(host_cpuid->entries[0]));
+	struct mig_host host = { .max_mem = 1ULL << 30, .avail_mem = 8ULL << 30, .max_vcpus = 4,
+				 .has_lock = true, .supported = host_cpuid };
+
+	host_cpuid->nent = 2;
+	host_cpuid->entries[0] = (struct kvm_cpuid_entry2){ .function = 0, .eax = 0xd,
+		.ebx = 0x756e6547, .edx = 0x49656e69, .ecx = 0x6c65746e };	/* GenuineIntel */
+	host_cpuid->entries[1] = (struct kvm_cpuid_entry2){ .function = 1, .ecx = 0x1, .edx = 0xff };
+	assert_int_equal(mig_config_from_json(j, &cfg, &err), 0);
+	f = mig_preflight(&cfg, &host);
+	assert_int_equal(json_array_size(f), 0);
+	json_decref(f);
+
+	/* every check at once: features the host lacks, too much memory, too
+	 * many vCPUs, an unknown device, a lock the destination lacks, a disk
+	 * it cannot reach, another vendor */
+	cfg.cpuid->entries[0].ebx = 0x68747541;	/* "Auth"enticAMD */
+	cfg.mem_size = 2ULL << 30;
+	cfg.ncpus = 8;
+	strcpy(cfg.devices[0].type, "floppy");
+	cfg.uses_lock = true;
+	host.has_lock = false;
+	cfg.ndisks = 1;
+	strcpy(cfg.disks[0], "/nonexistent/disk.img");
+	{
+		/* a feature bit the host does not have */
+		struct kvm_cpuid2 *c = realloc(cfg.cpuid, sizeof(*c) + 2 * sizeof(c->entries[0]));
+		cfg.cpuid = c;
+		c->nent = 2;
+		c->entries[1] = (struct kvm_cpuid_entry2){ .function = 1, .ecx = 0x3, .edx = 0xff };
+	}
+	f = mig_preflight(&cfg, &host);
+	{
+		const char *want[] = { "cpu-vendor", "cpu-features", "memory", "vcpus", "device",
+				       "lock", "disk" };
+		assert_int_equal(json_array_size(f), 7);
+		for (size_t i = 0; i < 7; i++)
+			assert_string_equal(json_string_value(json_object_get(json_array_get(f, i), "id")),
+					    want[i]);
+	}
+	json_decref(f);
+	mig_config_free(&cfg);
+	json_decref(j);
+	free(host_cpuid);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ram_good),
+		cmocka_unit_test(test_ram_hostile),
+		cmocka_unit_test(test_devstate_hostile),
+		cmocka_unit_test(test_config_hostile),
+		cmocka_unit_test(test_preflight),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
