@@ -66,7 +66,7 @@ static int check_hello(const struct stream_rec *rec, const char *want_role, stru
 
 /* Read CONFIG and run the preflight on it. *verdict: failures array. */
 static int read_config(struct mig_incoming *in, struct stream *s, struct mig_vm_config *cfg,
-		       bool *check_only, json_t **verdict, struct kv_err *err)
+		       bool *check_only, bool *quick, json_t **verdict, struct kv_err *err)
 {
 	struct stream_rec rec;
 	json_t *j;
@@ -77,7 +77,10 @@ static int read_config(struct mig_incoming *in, struct stream *s, struct mig_vm_
 	if (r)
 		return r;
 	*check_only = json_is_true(json_object_get(j, "check-only"));
+	if (quick)
+		*quick = json_is_true(json_object_get(j, "quick"));
 	json_object_del(j, "check-only");
+	json_object_del(j, "quick");
 	r = mig_config_from_json(j, cfg, err);
 	json_decref(j);
 	if (r)
@@ -186,7 +189,12 @@ static int take_and_resume(struct mig_incoming *in, struct kv_err *err)
 		if (r)
 			return kv_err_prefix(err, r, "not resuming");
 	}
-	return vm_start(in->vm, err);
+	r = vm_start(in->vm, err);
+	/* Holding the lock means "I run the VM": never keep it if we don't, or
+	 * the source would believe we do and the VM would be lost. */
+	if (r && in->lock)
+		vmlock_release(in->lock);
+	return r;
 }
 
 static int wait_accept(struct mig_incoming *in, struct kv_err *err)
@@ -228,7 +236,7 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 	if (!r)
 		r = check_hello(&rec, "file", err);
 	if (!r)
-		r = read_config(in, &s, &cfg, &check_only, &verdict, err);
+		r = read_config(in, &s, &cfg, &check_only, NULL, &verdict, err);
 	if (!r && json_array_size(verdict)) {
 		print_refusal(verdict);
 		in->refused = true;
@@ -255,13 +263,57 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 	return r;
 }
 
+/*
+ * Quick migration through shared storage: the source saves the VM to a file
+ * both hosts see and sends SAVED {path} (its GO); we restore from the file
+ * with every check a saved file gets, take the lock, resume, say RESUMED.
+ */
+static int quick_restore(struct mig_incoming *in, struct stream *s, struct kv_err *err)
+{
+	struct stream_rec rec;
+	json_t *j = NULL;
+	const char *path;
+	char *copy;
+	int r;
+
+	s->timeout_ms = -1;	/* saving takes as long as the VM is large */
+	r = mig_expect(s, MIG_REC_SAVED, &rec, err);
+	if (!r)
+		r = mig_parse_json(&rec, &j, err);
+	if (r)
+		return kv_err_prefix(err, r, "quick migration (the source keeps the VM)");
+	path = json_string_value(json_object_get(j, "path"));
+	if (!path || json_string_length(json_object_get(j, "path")) != strlen(path)) {
+		json_decref(j);
+		return kv_errf(err, EBADMSG, "SAVED record without a valid path");
+	}
+	copy = strdup(path);
+	json_decref(j);
+	if (!copy)
+		return kv_errf(err, ENOMEM, "path");
+	in->file = copy;
+	r = run_file(in, err);
+	in->file = NULL;
+	if (!r)
+		unlink(copy);	/* an artifact of this hand-over: a stale VM image must
+				 * not linger where someone could restore it later */
+	free(copy);
+	if (r) {
+		mig_send_error(s, "restore", err->msg);
+		return r;
+	}
+	mig_send_json(s, MIG_REC_RESUMED, json_pack("{s:f}", "load-ms", in->load_ms), NULL);
+	stream_flush(s, NULL);
+	return 0;
+}
+
 /* One connection.  Returns 1 if it was a check-only probe (keep listening). */
 static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *err)
 {
 	struct stream_rec rec;
 	struct mig_vm_config cfg = { 0 };
 	json_t *verdict = NULL;
-	bool check_only = false;
+	bool check_only = false, quick = false;
 	int r;
 
 	r = mig_expect(s, MIG_REC_HELLO, &rec, err);
@@ -275,7 +327,7 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 	if (!r)
 		r = stream_flush(s, err);
 	if (!r)
-		r = read_config(in, s, &cfg, &check_only, &verdict, err);
+		r = read_config(in, s, &cfg, &check_only, &quick, &verdict, err);
 	if (r)
 		goto out;
 	r = mig_send_json(s, MIG_REC_PREFLIGHT,
@@ -295,6 +347,10 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		fprintf(stderr, "kvmove: preflight check from the source passed; still waiting "
 			"for the migration\n");
 		r = 1;
+		goto out;
+	}
+	if (quick) {
+		r = quick_restore(in, s, err);
 		goto out;
 	}
 	if ((r = build(in, &cfg, err)) || (r = receive_records(in, s, err))) {
@@ -320,7 +376,8 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 	mig_send_json(s, MIG_REC_RESUMED, json_pack("{s:f}", "load-ms", in->load_ms), NULL);
 	stream_flush(s, NULL);
 out:
-	in->bytes = s->bytes_in;
+	if (!quick)
+		in->bytes = s->bytes_in;	/* quick: run_file counted the file */
 	json_decref(verdict);
 	mig_config_free(&cfg);
 	return r;

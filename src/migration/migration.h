@@ -43,6 +43,8 @@ struct mig_params {
 	unsigned max_rounds;	/* default 30 */
 	enum mig_policy policy;	/* default auto-converge */
 	bool check_only;	/* preflight only */
+	char via[512];		/* quick migration: save into this shared directory,
+				 * the destination restores from it */
 };
 
 /* Called (from the migration thread) on status changes and rounds. */

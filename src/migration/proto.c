@@ -21,7 +21,7 @@ const char *mig_rec_name(uint16_t type)
 		[MIG_REC_VCPU] = "VCPU", [MIG_REC_DEVICE] = "DEVICE",
 		[MIG_REC_STATE_END] = "STATE_END", [MIG_REC_READY] = "READY",
 		[MIG_REC_GO] = "GO", [MIG_REC_RESUMED] = "RESUMED",
-		[MIG_REC_ERROR] = "ERROR", [MIG_REC_END] = "END",
+		[MIG_REC_ERROR] = "ERROR", [MIG_REC_END] = "END", [MIG_REC_SAVED] = "SAVED",
 	};
 	return type < sizeof(names) / sizeof(names[0]) && names[type] ? names[type] : "unknown";
 }

@@ -35,6 +35,7 @@ enum mig_rec_type {
 	MIG_REC_RESUMED = 12,		/* dest -> src: running */
 	MIG_REC_ERROR = 13,		/* JSON {id, desc}: the sender gives up */
 	MIG_REC_END = 14,		/* file trailer */
+	MIG_REC_SAVED = 15,		/* src -> dest, quick migration: JSON {path}; acts as GO */
 };
 
 const char *mig_rec_name(uint16_t type);

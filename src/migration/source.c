@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +145,7 @@ static bool is_cancelled(struct migration *m)
 
 /* ---- 1-2: handshake and preflight ---- */
 
-static int handshake(struct migration *m, struct kv_err *err)
+static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 {
 	struct stream_rec rec;
 	json_t *j = NULL, *cfg, *res;
@@ -152,14 +153,14 @@ static int handshake(struct migration *m, struct kv_err *err)
 	json_int_t ver;
 	int r;
 
-	r = mig_send_json(&m->s, MIG_REC_HELLO,
+	r = mig_send_json(ps, MIG_REC_HELLO,
 			  json_pack("{s:s, s:i, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
 				    "version", MIG_VERSION, "role", "source", "vm",
 				    m->vm->cfg.name, "capabilities"), err);
 	if (!r)
-		r = stream_flush(&m->s, err);
+		r = stream_flush(ps, err);
 	if (!r)
-		r = mig_expect(&m->s, MIG_REC_HELLO, &rec, err);
+		r = mig_expect(ps, MIG_REC_HELLO, &rec, err);
 	if (!r)
 		r = mig_parse_json(&rec, &j, err);
 	if (r)
@@ -175,11 +176,13 @@ static int handshake(struct migration *m, struct kv_err *err)
 
 	cfg = mig_config_to_json(m->vm, m->lock != NULL);
 	json_object_set_new(cfg, "check-only", json_boolean(m->p.check_only));
-	r = mig_send_json(&m->s, MIG_REC_CONFIG, cfg, err);
+	if (m->p.via[0])
+		json_object_set_new(cfg, "quick", json_true());
+	r = mig_send_json(ps, MIG_REC_CONFIG, cfg, err);
 	if (!r)
-		r = stream_flush(&m->s, err);
+		r = stream_flush(ps, err);
 	if (!r)
-		r = mig_expect(&m->s, MIG_REC_PREFLIGHT, &rec, err);
+		r = mig_expect(ps, MIG_REC_PREFLIGHT, &rec, err);
 	if (!r)
 		r = mig_parse_json(&rec, &res, err);
 	if (r)
@@ -334,7 +337,12 @@ static void finish_completed(struct migration *m, const char *how)
 	vm_request_shutdown(m->vm, VM_SHUTDOWN_MIGRATED, 0, "%s", how);
 }
 
-static void switchover(struct migration *m)
+/*
+ * Past the point of no return: release the lock, send GO (or, for a quick
+ * migration, SAVED with the file), wait for RESUMED.  If the channel breaks
+ * now, the lock decides who runs the VM.
+ */
+static void hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t *payload)
 {
 	struct stream_rec rec;
 	struct kv_err err = { "" };
@@ -347,11 +355,14 @@ static void switchover(struct migration *m)
 	pthread_mutex_unlock(&m->mu);
 	if (m->lock)
 		vmlock_release(m->lock);
-	r = stream_write(&m->s, MIG_REC_GO, STREAM_F_MANDATORY, NULL, 0, &err);
+	if (payload)
+		r = mig_send_json(ps, type, payload, &err);
+	else
+		r = stream_write(ps, type, STREAM_F_MANDATORY, NULL, 0, &err);
 	if (!r)
-		r = stream_flush(&m->s, &err);
+		r = stream_flush(ps, &err);
 	if (!r)
-		r = mig_expect(&m->s, MIG_REC_RESUMED, &rec, &err);
+		r = mig_expect(ps, MIG_REC_RESUMED, &rec, &err);
 	if (!r) {
 		pthread_mutex_lock(&m->mu);
 		m->downtime_ms = now_ms() - m->t_pause;
@@ -362,7 +373,7 @@ static void switchover(struct migration *m)
 			json_decref(j);
 		}
 		pthread_mutex_unlock(&m->mu);
-		finish_completed(m, "live-migrated to the destination");
+		finish_completed(m, "migrated to the destination");
 		return;
 	}
 
@@ -383,7 +394,7 @@ static void switchover(struct migration *m)
 		pthread_mutex_lock(&m->mu);
 		m->downtime_ms = -1;	/* unknown: the confirmation was lost */
 		pthread_mutex_unlock(&m->mu);
-		finish_completed(m, "live-migrated (the destination holds the VM lock)");
+		finish_completed(m, "migrated (the destination holds the VM lock)");
 		return;
 	}
 	kv_errf(&err, EIO, "lost the destination after GO (%s) and there is no lock to ask. "
@@ -394,12 +405,13 @@ static void switchover(struct migration *m)
 }
 
 /* Any failure before GO: the VM keeps (or resumes) running here. */
-static void rollback(struct migration *m, struct kv_err *err)
+static void rollback(struct migration *m, struct stream *ps, struct kv_err *err)
 {
 	bool cancelled = is_cancelled(m);
 
-	if (m->s.wbuf && m->error_id && strcmp(m->error_id, "preflight"))
-		mig_send_error(&m->s, cancelled ? "cancelled" : m->error_id, err->msg);
+	/* tell the destination to give up (it exits); not needed after a refusal */
+	if (ps && ps->wbuf && m->error_id && strcmp(m->error_id, "preflight"))
+		mig_send_error(ps, cancelled ? "cancelled" : m->error_id, err->msg);
 	vm_set_throttle(m->vm, 0, NULL);
 	if (m->vm->slot_dirty)
 		dirty_log_stop(m->vm);
@@ -417,38 +429,48 @@ static void rollback(struct migration *m, struct kv_err *err)
 	set_status(m, cancelled ? MIG_CANCELLED : MIG_FAILED);
 }
 
-static void run_live(struct migration *m)
+/* Connect and shake hands; on success *ps is a live stream to the peer. */
+static int open_peer(struct migration *m, struct stream *ps, struct kv_err *err)
 {
-	struct kv_err err = { "" };
 	int fd, r;
 
-	fd = mig_connect(m->p.uri, CONNECT_TIMEOUT_MS, &err);
-	if (fd < 0) {
-		set_fail(m, "unreachable", &err, fd);
-		rollback(m, &err);
-		return;
-	}
+	fd = mig_connect(m->p.uri, CONNECT_TIMEOUT_MS, err);
+	if (fd < 0)
+		return set_fail(m, "unreachable", err, fd);
 	pthread_mutex_lock(&m->mu);
 	m->fd = fd;
 	pthread_mutex_unlock(&m->mu);
 	if (is_cancelled(m))
 		shutdown(fd, SHUT_RDWR);
-	if ((r = stream_init(&m->s, fd, MIG_MAX_RECORD, &err)) ||
-	    (r = ram_sender_init(&m->rs, m->vm, &m->s, &m->cancel, &err))) {
-		set_fail(m, "internal", &err, r);
-		rollback(m, &err);
-		return;
-	}
-	m->rs.progress = publish;
-	m->rs.progress_opaque = m;
-	m->s.timeout_ms = PEER_TIMEOUT_MS;
-	if ((r = handshake(m, &err))) {
-		rollback(m, &err);
-		return;
-	}
+	if ((r = stream_init(ps, fd, MIG_MAX_RECORD, err)))
+		return set_fail(m, "internal", err, r);
+	ps->timeout_ms = PEER_TIMEOUT_MS;
+	r = handshake(m, ps, err);
 	pthread_mutex_lock(&m->mu);
 	m->setup_ms = now_ms() - m->t_start;
 	pthread_mutex_unlock(&m->mu);
+	return r;
+}
+
+static int init_sender(struct migration *m, struct stream *s, struct kv_err *err)
+{
+	int r = ram_sender_init(&m->rs, m->vm, s, &m->cancel, err);
+
+	if (r)
+		return set_fail(m, "internal", err, r);
+	m->rs.progress = publish;
+	m->rs.progress_opaque = m;
+	return 0;
+}
+
+static void run_live(struct migration *m)
+{
+	struct kv_err err = { "" };
+
+	if (open_peer(m, &m->s, &err) || init_sender(m, &m->s, &err)) {
+		rollback(m, &m->s, &err);
+		return;
+	}
 	if (m->p.check_only) {
 		stream_write(&m->s, MIG_REC_END, STREAM_F_MANDATORY, NULL, 0, NULL);
 		stream_flush(&m->s, NULL);
@@ -456,61 +478,75 @@ static void run_live(struct migration *m)
 		set_status(m, MIG_COMPLETED);	/* preflight passed; nothing moved */
 		return;
 	}
-	if ((r = precopy(m, &err)) || (r = stop_and_copy(m, &err))) {
-		rollback(m, &err);
+	if (precopy(m, &err) || stop_and_copy(m, &err)) {
+		rollback(m, &m->s, &err);
 		return;
 	}
-	switchover(m);
+	hand_over(m, &m->s, MIG_REC_GO, NULL);
 }
 
-/* ---- quick migration: save to a file ---- */
+/* ---- quick migration: the whole VM into a file ---- */
 
-static void run_save(struct migration *m)
+/* Pause the VM and write it to path (via path.tmp, fsync, rename).  On
+ * failure the VM stays paused (the caller rolls back) and no file is left. */
+static int save_file(struct migration *m, const char *path, struct kv_err *err)
 {
-	const char *path = m->p.uri + 5;
-	char tmp[600];
-	struct kv_err err = { "" };
+	char tmp[PATH_MAX];
 	int fd, r;
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		return set_fail(m, "io", err, kv_errf(err, ENAMETOOLONG, "path too long"));
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = kv_errf_sys(&err, errno, "cannot write %s", tmp);
-		set_fail(m, "io", &err, r);
-		rollback(m, &err);
-		return;
-	}
-	if ((r = stream_init(&m->s, fd, MIG_MAX_RECORD, &err)) ||
-	    (r = ram_sender_init(&m->rs, m->vm, &m->s, &m->cancel, &err)))
+	if (fd < 0)
+		return set_fail(m, "io", err, kv_errf_sys(err, errno, "cannot write %s", tmp));
+	if ((r = stream_init(&m->s, fd, MIG_MAX_RECORD, err)) || (r = init_sender(m, &m->s, err)))
 		goto fail;
-	m->rs.progress = publish;
-	m->rs.progress_opaque = m;
 	set_status(m, MIG_DEVICE);
 	m->t_pause = now_ms();
-	if ((r = vm_pause(m->vm, &err)))
+	if ((r = vm_pause(m->vm, err)))
 		goto fail;
 	m->paused = true;
 	if ((r = mig_send_json(&m->s, MIG_REC_HELLO,
 			       json_pack("{s:s, s:i, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
 					 "version", MIG_VERSION, "role", "file", "vm",
-					 m->vm->cfg.name, "capabilities"), &err)) ||
+					 m->vm->cfg.name, "capabilities"), err)) ||
 	    (r = mig_send_json(&m->s, MIG_REC_CONFIG, mig_config_to_json(m->vm, m->lock != NULL),
-			       &err)) ||
-	    (r = ram_send_all(&m->rs, &err)) || (r = devstate_send_all(m->vm, &m->s, &err)) ||
-	    (r = stream_write(&m->s, MIG_REC_STATE_END, STREAM_F_MANDATORY, NULL, 0, &err)) ||
+			       err)) ||
+	    (r = ram_send_all(&m->rs, err)) || (r = devstate_send_all(m->vm, &m->s, err)) ||
+	    (r = stream_write(&m->s, MIG_REC_STATE_END, STREAM_F_MANDATORY, NULL, 0, err)) ||
 	    (r = mig_send_json(&m->s, MIG_REC_END,
-			       json_pack("{s:I}", "pages", (json_int_t)m->rs.st.normal), &err)) ||
-	    (r = stream_flush(&m->s, &err)))
+			       json_pack("{s:I}", "pages", (json_int_t)m->rs.st.normal), err)) ||
+	    (r = stream_flush(&m->s, err)))
 		goto fail;
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		fd = -1;
-		r = kv_errf_sys(&err, errno, "writing %s", tmp);
+	publish(m);
+	r = fsync(fd) < 0 ? -errno : 0;
+	if (close(fd) < 0 && !r)
+		r = -errno;
+	fd = -1;
+	if (r) {
+		kv_errf_sys(err, r, "writing %s", tmp);
 		goto fail;
 	}
-	fd = -1;
 	if (rename(tmp, path) < 0) {
-		r = kv_errf_sys(&err, errno, "renaming %s to %s", tmp, path);
+		r = kv_errf_sys(err, errno, "renaming %s to %s", tmp, path);
 		goto fail;
+	}
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return set_fail(m, is_cancelled(m) ? "cancelled" : "io", err, r);
+}
+
+/* kvmove save: the VM stops here and lives on in the file. */
+static void run_save(struct migration *m)
+{
+	struct kv_err err = { "" };
+
+	if (save_file(m, m->p.uri + 5, &err)) {
+		rollback(m, NULL, &err);
+		return;
 	}
 	pthread_mutex_lock(&m->mu);
 	m->downtime_ms = now_ms() - m->t_pause;	/* until the file is safe */
@@ -518,13 +554,34 @@ static void run_save(struct migration *m)
 	if (m->lock)
 		vmlock_release(m->lock);
 	finish_completed(m, "saved to a file");
-	return;
-fail:
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
-	set_fail(m, is_cancelled(m) ? "cancelled" : "io", &err, r);
-	rollback(m, &err);
+}
+
+/*
+ * Quick migration through shared storage: preflight with the destination
+ * first (a refusal costs nothing), then save to the shared directory and
+ * tell the destination where the file is; it restores and resumes.
+ */
+static void run_quick_via(struct migration *m)
+{
+	struct stream ps;
+	struct kv_err err = { "" };
+	char path[PATH_MAX];
+
+	memset(&ps, 0, sizeof(ps));
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s.kvmstate", m->p.via, m->vm->cfg.name) >=
+	    sizeof(path)) {
+		kv_errf(&err, ENAMETOOLONG, "--via path too long");
+		set_fail(m, "internal", &err, -ENAMETOOLONG);
+		rollback(m, NULL, &err);
+		return;
+	}
+	if (open_peer(m, &ps, &err) || save_file(m, path, &err)) {
+		rollback(m, &ps, &err);
+		stream_destroy(&ps);
+		return;
+	}
+	hand_over(m, &ps, MIG_REC_SAVED, json_pack("{s:s}", "path", path));
+	stream_destroy(&ps);
 }
 
 static void *source_main(void *arg)
@@ -534,6 +591,8 @@ static void *source_main(void *arg)
 	set_status(m, MIG_SETUP);
 	if (!strncmp(m->p.uri, "file:", 5))
 		run_save(m);
+	else if (m->p.via[0])
+		run_quick_via(m);
 	else
 		run_live(m);
 	ram_sender_destroy(&m->rs);
@@ -716,6 +775,12 @@ int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
 			else
 				return kv_errf(err, EINVAL, "'policy' must be fail, force or "
 					       "auto-converge");
+		} else if (!strcmp(key, "via")) {
+			if (!json_is_string(v) || json_string_length(v) == 0 ||
+			    json_string_length(v) >= sizeof(p->via) ||
+			    strlen(json_string_value(v)) != json_string_length(v))
+				return kv_errf(err, EINVAL, "'via' must be a directory path");
+			strcpy(p->via, json_string_value(v));
 		} else if (!strcmp(key, "check-only")) {
 			if (!json_is_boolean(v))
 				return kv_errf(err, EINVAL, "'check-only' must be a boolean");
@@ -726,5 +791,8 @@ int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
 	}
 	if (!p->uri[0])
 		return kv_errf(err, EINVAL, "'uri' is required");
+	if (p->via[0] && strncmp(p->uri, "tcp:", 4))
+		return kv_errf(err, EINVAL, "'via' (quick migration through shared storage) "
+			       "needs a tcp: destination");
 	return 0;
 }
