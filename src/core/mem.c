@@ -178,6 +178,18 @@ void mem_mark_dirty(struct guest_mem *mem, uint64_t gpa, uint64_t len)
 	}
 }
 
+void mem_populate(struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+	void *hva = mem_gpa_to_hva(mem, gpa, len);
+
+	if (hva && len >= 2 * MEM_PAGE_SIZE)
+		madvise(hva, len, MADV_POPULATE_WRITE);
+#else
+	(void)mem; (void)gpa; (void)len;
+#endif
+}
+
 bool mem_test_dirty(const struct guest_mem *mem, uint64_t gpa)
 {
 	uint64_t off = mem_gpa_to_offset(mem, gpa);

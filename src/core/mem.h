@@ -79,6 +79,10 @@ int mem_write(struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len
 int mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len,
 	     struct kv_err *err);
 
+/* Allocate and map [gpa, gpa+len) now rather than page by page on first
+ * touch (a hint: ranges outside RAM and kernel refusals are ignored). */
+void mem_populate(struct guest_mem *mem, uint64_t gpa, uint64_t len);
+
 /* Is the VMM dirty bit of the page containing gpa set? (tests, migration) */
 bool mem_test_dirty(const struct guest_mem *mem, uint64_t gpa);
 

@@ -196,6 +196,35 @@ uint64_t ram_dirty_count(const struct ram_sender *rs)
 	return n;
 }
 
+/*
+ * A fresh destination's memory is all holes: letting the copy fault every
+ * 4 KiB page in costs a third of the receiver's time.  Populate each run of
+ * consecutive pages of a batch in one call instead.  Only a hint: errors
+ * (older kernels without MADV_POPULATE_WRITE) just leave the faults.
+ */
+static void populate_runs(struct vm *vm, const uint8_t *p, uint32_t count, uint32_t len)
+{
+	uint64_t run_start = 0, run_end = 0;
+	uint32_t pos = 4;
+
+	for (uint32_t i = 0; i < count && len - pos >= ENTRY_HDR; i++) {
+		uint64_t v = st_get64(p + pos), gpa = v & ~(MEM_PAGE_SIZE - 1);
+		pos += ENTRY_HDR + ((v & MIG_PAGE_ZERO) ? 0 : (uint32_t)MEM_PAGE_SIZE);
+		if (pos > len)
+			break;
+		if (gpa == run_end && run_end) {
+			run_end += MEM_PAGE_SIZE;
+			continue;
+		}
+		if (run_end)
+			mem_populate(&vm->mem, run_start, run_end - run_start);
+		run_start = gpa;
+		run_end = gpa + MEM_PAGE_SIZE;
+	}
+	if (run_end)
+		mem_populate(&vm->mem, run_start, run_end - run_start);
+}
+
 int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
 	      struct kv_err *err)
 {
@@ -207,6 +236,7 @@ int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
 	if (count == 0 || count > MIG_RAM_BATCH)
 		return kv_errf(err, EBADMSG, "RAM record with %u pages (1..%d allowed)", count,
 			       MIG_RAM_BATCH);
+	populate_runs(vm, p, count, len);
 	for (uint32_t i = 0; i < count; i++) {
 		uint64_t v, gpa, flags;
 		uint8_t *dst;
