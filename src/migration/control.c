@@ -1,0 +1,228 @@
+/*
+ * control.c - the outgoing-migration API the VMM calls: start the thread,
+ * cancel, query, parse parameters.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/vm.h"
+#include "migration/source_internal.h"
+#include "migration/vmlock.h"
+
+static void *source_main(void *arg)
+{
+	struct migration *m = arg;
+
+	src_set_status(m, MIG_SETUP);
+	if (!strncmp(m->p.uri, "file:", 5))
+		src_run_save(m);
+	else if (m->p.via[0])
+		src_run_quick_via(m);
+	else
+		src_run_live(m);
+	ram_sender_destroy(&m->rs);
+	stream_destroy(&m->s);
+	pthread_mutex_lock(&m->mu);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+	m->total_ms = src_now_ms() - m->t_start;
+	m->finished = true;
+	pthread_mutex_unlock(&m->mu);
+	return NULL;
+}
+
+int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
+	      const struct mig_params *p, mig_event_fn ev, void *ev_opaque,
+	      struct kv_err *err)
+{
+	struct migration *m;
+	int r;
+
+	if (vm_get_state(vm) != VM_STATE_RUNNING)
+		return kv_errf(err, EINVAL, "the VM must be running to migrate (it is %s)",
+			       vm_state_name(vm_get_state(vm)));
+	if (strncmp(p->uri, "tcp:", 4) && strncmp(p->uri, "file:", 5))
+		return kv_errf(err, EINVAL, "unsupported destination '%s' (tcp:HOST:PORT or "
+			       "file:PATH)", p->uri);
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return kv_errf(err, ENOMEM, "migration");
+	m->vm = vm;
+	m->lock = lock && lock->fd >= 0 ? lock : NULL;
+	m->p = *p;
+	m->ev = ev;
+	m->ev_opaque = ev_opaque;
+	m->fd = -1;
+	m->t_start = src_now_ms();
+	pthread_mutex_init(&m->mu, NULL);
+	r = pthread_create(&m->thread, NULL, source_main, m);
+	if (r) {
+		pthread_mutex_destroy(&m->mu);
+		free(m);
+		return kv_errf_sys(err, r, "starting the migration thread");
+	}
+	*out = m;
+	return 0;
+}
+
+int mig_cancel(struct migration *m, struct kv_err *err)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&m->mu);
+	if (m->finished || m->status == MIG_COMPLETED || m->status == MIG_FAILED ||
+	    m->status == MIG_CANCELLED || m->status == MIG_INDETERMINATE)
+		r = kv_errf(err, EINVAL, "no migration in progress");
+	else if (m->go_sent)
+		r = kv_errf(err, EBUSY, "too late to cancel: the VM is being handed over");
+	else {
+		__atomic_store_n(&m->cancel, 1, __ATOMIC_RELEASE);
+		m->status = MIG_CANCELLING;
+		if (m->fd >= 0)
+			shutdown(m->fd, SHUT_RDWR);	/* wake blocked I/O */
+	}
+	pthread_mutex_unlock(&m->mu);
+	if (!r && m->ev)
+		m->ev(m->ev_opaque, "MIGRATION", json_pack("{s:s}", "status", "cancelling"));
+	return r;
+}
+
+enum mig_status mig_get_status(struct migration *m)
+{
+	enum mig_status st;
+
+	pthread_mutex_lock(&m->mu);
+	st = m->status;
+	pthread_mutex_unlock(&m->mu);
+	return st;
+}
+
+bool mig_finished(struct migration *m)
+{
+	bool f;
+
+	pthread_mutex_lock(&m->mu);
+	f = m->finished;
+	pthread_mutex_unlock(&m->mu);
+	return f;
+}
+
+json_t *mig_query(struct migration *m)
+{
+	json_t *o, *ram;
+	uint64_t total;
+
+	pthread_mutex_lock(&m->mu);
+	total = m->vm->mem.size;
+	ram = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}",
+			"transferred", (json_int_t)m->transferred, "total", (json_int_t)total,
+			"duplicate", (json_int_t)m->zero, "normal", (json_int_t)m->normal,
+			"normal-bytes", (json_int_t)(m->normal * MEM_PAGE_SIZE),
+			"remaining", (json_int_t)m->remaining,
+			"dirty-sync-count", (json_int_t)m->rounds, "mbps", m->mbps,
+			"dirty-pages-rate", m->dirty_pps);
+	o = json_pack("{s:s, s:I, s:I, s:o}", "status", mig_status_name(m->status),
+		      "total-time", (json_int_t)m->total_ms, "setup-time",
+		      (json_int_t)m->setup_ms, "ram", ram);
+	if (m->status == MIG_COMPLETED || m->downtime_ms > 0)
+		json_object_set_new(o, "downtime", json_integer((json_int_t)m->downtime_ms));
+	if (m->status == MIG_ACTIVE)
+		json_object_set_new(o, "expected-downtime",
+				    json_integer((json_int_t)m->expected_ms));
+	if (m->throttle)
+		json_object_set_new(o, "cpu-throttle-percentage", json_integer(m->throttle));
+	if (m->error_id) {
+		json_object_set_new(o, "error-desc", json_string(m->error_desc));
+		json_object_set_new(o, "x-error-id", json_string(m->error_id));
+	}
+	if (m->preflight)
+		json_object_set(o, "x-preflight", m->preflight);
+	if (m->dest_load_ms > 0)
+		json_object_set_new(o, "x-destination-load-ms", json_real(m->dest_load_ms));
+	json_object_set_new(o, "x-check-only", json_boolean(m->p.check_only));
+	json_object_set_new(o, "x-policy",
+			    json_string(m->p.policy == MIG_POLICY_FAIL ? "fail" :
+					m->p.policy == MIG_POLICY_FORCE ? "force" : "auto-converge"));
+	json_object_set_new(o, "x-downtime-target", json_integer((json_int_t)m->p.downtime_ms));
+	pthread_mutex_unlock(&m->mu);
+	return o;
+}
+
+void mig_destroy(struct migration *m)
+{
+	if (!m)
+		return;
+	pthread_join(m->thread, NULL);
+	json_decref(m->preflight);
+	pthread_mutex_destroy(&m->mu);
+	free(m);
+}
+
+int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
+{
+	const char *key;
+	json_t *v;
+
+	memset(p, 0, sizeof(*p));
+	p->downtime_ms = 100;
+	p->max_rounds = 30;
+	p->policy = MIG_POLICY_AUTO_CONVERGE;
+	json_object_foreach(args, key, v) {
+		if (!strcmp(key, "uri")) {
+			if (!json_is_string(v) || json_string_length(v) >= sizeof(p->uri) ||
+			    strlen(json_string_value(v)) != json_string_length(v))
+				return kv_errf(err, EINVAL, "'uri' must be a string");
+			strcpy(p->uri, json_string_value(v));
+		} else if (!strcmp(key, "downtime-ms")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > 3600000)
+				return kv_errf(err, EINVAL, "'downtime-ms' must be 1..3600000");
+			p->downtime_ms = (uint64_t)json_integer_value(v);
+		} else if (!strcmp(key, "bandwidth")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			    json_integer_value(v) > 1000000)
+				return kv_errf(err, EINVAL, "'bandwidth' (MiB/s) must be 0..1000000");
+			p->bandwidth = (uint64_t)json_integer_value(v) << 20;
+		} else if (!strcmp(key, "max-rounds")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > 10000)
+				return kv_errf(err, EINVAL, "'max-rounds' must be 1..10000");
+			p->max_rounds = (unsigned)json_integer_value(v);
+		} else if (!strcmp(key, "policy")) {
+			const char *s = json_string_value(v);
+			if (s && !strcmp(s, "fail"))
+				p->policy = MIG_POLICY_FAIL;
+			else if (s && !strcmp(s, "force"))
+				p->policy = MIG_POLICY_FORCE;
+			else if (s && !strcmp(s, "auto-converge"))
+				p->policy = MIG_POLICY_AUTO_CONVERGE;
+			else
+				return kv_errf(err, EINVAL, "'policy' must be fail, force or "
+					       "auto-converge");
+		} else if (!strcmp(key, "via")) {
+			if (!json_is_string(v) || json_string_length(v) == 0 ||
+			    json_string_length(v) >= sizeof(p->via) ||
+			    strlen(json_string_value(v)) != json_string_length(v))
+				return kv_errf(err, EINVAL, "'via' must be a directory path");
+			strcpy(p->via, json_string_value(v));
+		} else if (!strcmp(key, "check-only")) {
+			if (!json_is_boolean(v))
+				return kv_errf(err, EINVAL, "'check-only' must be a boolean");
+			p->check_only = json_is_true(v);
+		} else {
+			return kv_errf(err, EINVAL, "Parameter '%s' is unexpected", key);
+		}
+	}
+	if (!p->uri[0])
+		return kv_errf(err, EINVAL, "'uri' is required");
+	if (p->via[0] && strncmp(p->uri, "tcp:", 4))
+		return kv_errf(err, EINVAL, "'via' (quick migration through shared storage) "
+			       "needs a tcp: destination");
+	return 0;
+}

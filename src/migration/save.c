@@ -1,0 +1,117 @@
+/*
+ * save.c - quick migration: the whole VM into a file.  kvmove save writes
+ * it and stops the VM; migrate via=DIR writes it to shared storage after a
+ * preflight over TCP and hands the destination the path (SAVED, its GO).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/vm.h"
+#include "migration/devstate.h"
+#include "migration/proto.h"
+#include "migration/source_internal.h"
+#include "migration/vmlock.h"
+
+
+/* Pause the VM and write it to path (via path.tmp, fsync, rename).  On
+ * failure the VM stays paused (the caller rolls back) and no file is left. */
+static int save_file(struct migration *m, const char *path, struct kv_err *err)
+{
+	char tmp[PATH_MAX];
+	int fd, r;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		return src_set_fail(m, "io", err, kv_errf(err, ENAMETOOLONG, "path too long"));
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return src_set_fail(m, "io", err, kv_errf_sys(err, errno, "cannot write %s", tmp));
+	if ((r = stream_init(&m->s, fd, MIG_MAX_RECORD, err)) || (r = src_init_sender(m, &m->s, err)))
+		goto fail;
+	src_set_status(m, MIG_DEVICE);
+	m->t_pause = src_now_ms();
+	if ((r = vm_pause(m->vm, err)))
+		goto fail;
+	m->paused = true;
+	if ((r = mig_send_json(&m->s, MIG_REC_HELLO,
+			       json_pack("{s:s, s:i, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
+					 "version", MIG_VERSION, "role", "file", "vm",
+					 m->vm->cfg.name, "capabilities"), err)) ||
+	    (r = mig_send_json(&m->s, MIG_REC_CONFIG, mig_config_to_json(m->vm, m->lock != NULL),
+			       err)) ||
+	    (r = ram_send_all(&m->rs, err)) || (r = devstate_send_all(m->vm, &m->s, err)) ||
+	    (r = stream_write(&m->s, MIG_REC_STATE_END, STREAM_F_MANDATORY, NULL, 0, err)) ||
+	    (r = mig_send_json(&m->s, MIG_REC_END,
+			       json_pack("{s:I}", "pages", (json_int_t)m->rs.st.normal), err)) ||
+	    (r = stream_flush(&m->s, err)))
+		goto fail;
+	src_publish(m);
+	r = fsync(fd) < 0 ? -errno : 0;
+	if (close(fd) < 0 && !r)
+		r = -errno;
+	fd = -1;
+	if (r) {
+		kv_errf_sys(err, r, "writing %s", tmp);
+		goto fail;
+	}
+	if (rename(tmp, path) < 0) {
+		r = kv_errf_sys(err, errno, "renaming %s to %s", tmp, path);
+		goto fail;
+	}
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
+}
+
+/* kvmove save: the VM stops here and lives on in the file. */
+void src_run_save(struct migration *m)
+{
+	struct kv_err err = { "" };
+
+	if (save_file(m, m->p.uri + 5, &err)) {
+		src_rollback(m, NULL, &err);
+		return;
+	}
+	pthread_mutex_lock(&m->mu);
+	m->downtime_ms = src_now_ms() - m->t_pause;	/* until the file is safe */
+	pthread_mutex_unlock(&m->mu);
+	if (m->lock)
+		vmlock_release(m->lock);
+	src_finish_completed(m, "saved to a file");
+}
+
+/*
+ * Quick migration through shared storage: preflight with the destination
+ * first (a refusal costs nothing), then save to the shared directory and
+ * tell the destination where the file is; it restores and resumes.
+ */
+void src_run_quick_via(struct migration *m)
+{
+	struct stream ps;
+	struct kv_err err = { "" };
+	char path[PATH_MAX];
+
+	memset(&ps, 0, sizeof(ps));
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s.kvmstate", m->p.via, m->vm->cfg.name) >=
+	    sizeof(path)) {
+		kv_errf(&err, ENAMETOOLONG, "--via path too long");
+		src_set_fail(m, "internal", &err, -ENAMETOOLONG);
+		src_rollback(m, NULL, &err);
+		return;
+	}
+	if (src_open_peer(m, &ps, &err) || save_file(m, path, &err)) {
+		src_rollback(m, &ps, &err);
+		stream_destroy(&ps);
+		return;
+	}
+	src_hand_over(m, &ps, MIG_REC_SAVED, json_pack("{s:s}", "path", path));
+	stream_destroy(&ps);
+}
