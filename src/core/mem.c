@@ -100,6 +100,11 @@ int mem_init(struct guest_mem *mem, uint64_t size, struct kv_err *err)
 	/* Guest RAM is large and mostly idle: no THP surprises in fork, and keep
 	 * it out of core dumps of the VMM. */
 	madvise(mem->host, size, MADV_DONTDUMP);
+	/* 2 MiB pages where the host allows them for shmem (shmem_enabled =
+	 * advise or always): fewer faults and TLB misses for the guest.  Hosts
+	 * with shmem THP "never" (like the nested-PVM development host) ignore
+	 * the hint, and every first touch is a 4 KiB fault. */
+	madvise(mem->host, size, MADV_HUGEPAGE);
 
 	mem->vmm_dirty = calloc((mem->npages + 63) / 64, sizeof(uint64_t));
 	if (!mem->vmm_dirty) {
