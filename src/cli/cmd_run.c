@@ -1,13 +1,16 @@
 /*
  * cmd_run.c - kvmove run: one VMM process for one VM.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "core/mem.h"
+#include "migration/config.h"
 #include "vmm/vmm.h"
 
 static void usage(FILE *f)
@@ -31,6 +34,13 @@ static void usage(FILE *f)
 	      "  --control SOCKET     serve the QMP-compatible control socket here\n"
 	      "  --paused             start with the vCPUs paused (resume with\n"
 	      "                       'kvmove resume' or QMP 'cont')\n"
+	      "  --disk PATH[,readonly]\n"
+	      "                       a virtio-blk disk backed by a raw image (repeatable).\n"
+	      "                       The image is locked: two VMMs can never write it.\n"
+	      "  --net tap=IFNAME[,mac=52:54:00:xx:xx:xx]\n"
+	      "                       a virtio-net NIC on an existing or new TAP interface\n"
+	      "                       (repeatable); the MAC defaults to one derived from\n"
+	      "                       the VM name and the NIC's position\n"
 	      "  --lock PATH          the VM's lock file on shared storage: only the\n"
 	      "                       process holding it may run the VM; migration\n"
 	      "                       hands it over (use the same file on both hosts)\n"
@@ -51,6 +61,93 @@ static void usage(FILE *f)
 	      "incoming VM was refused at preflight.\n", f);
 }
 
+static unsigned count_type(const struct vmm_options *o, const char *type)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < o->ndevs; i++)
+		n += !strcmp(o->devs[i].type, type);
+	return n;
+}
+
+/* A MAC for NICs without one: locally administered (52:54:00 like QEMU's),
+ * stable for a VM name and NIC position. */
+static void default_macs(struct vmm_options *o)
+{
+	static const uint8_t zero[6];
+	unsigned idx = 0;
+
+	for (unsigned i = 0; i < o->ndevs; i++) {
+		struct dev_spec *d = &o->devs[i];
+		uint32_t h = 2166136261u;
+
+		if (strcmp(d->type, "virtio-net"))
+			continue;
+		idx++;
+		if (memcmp(d->mac, zero, 6))
+			continue;
+		for (const char *p = o->name; *p; p++)
+			h = (h ^ (uint8_t)*p) * 16777619u;
+		h = (h ^ idx) * 16777619u;
+		d->mac[0] = 0x52; d->mac[1] = 0x54; d->mac[2] = 0x00;
+		d->mac[3] = (uint8_t)(h >> 16); d->mac[4] = (uint8_t)(h >> 8); d->mac[5] = (uint8_t)h;
+	}
+}
+
+/* PATH[,readonly] */
+static int parse_disk(const char *arg, struct vmm_options *o, struct kv_err *err)
+{
+	struct dev_spec *d = &o->devs[o->ndevs];
+	const char *comma = strchr(arg, ',');
+	size_t len = comma ? (size_t)(comma - arg) : strlen(arg);
+
+	memset(d, 0, sizeof(*d));
+	if (!len || len >= sizeof(d->path))
+		return kv_errf(err, EINVAL, "the path must be 1..%zu bytes", sizeof(d->path) - 1);
+	memcpy(d->path, arg, len);
+	if (comma && strcmp(comma + 1, "readonly"))
+		return kv_errf(err, EINVAL, "unknown option '%s' (only 'readonly')", comma + 1);
+	d->readonly = comma != NULL;
+	strcpy(d->type, "virtio-blk");
+	snprintf(d->name, sizeof(d->name), "blk%u", count_type(o, "virtio-blk"));
+	o->ndevs++;
+	return 0;
+}
+
+/* tap=IFNAME[,mac=MAC] */
+static int parse_net(const char *arg, struct vmm_options *o, struct kv_err *err)
+{
+	struct dev_spec *d = &o->devs[o->ndevs];
+	char buf[128], *tok, *save = NULL;
+	unsigned idx = count_type(o, "virtio-net");
+
+	memset(d, 0, sizeof(*d));
+	if (strlen(arg) >= sizeof(buf))
+		return kv_errf(err, EINVAL, "too long");
+	strcpy(buf, arg);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(tok, "tap=", 4)) {
+			if (!tok[4] || strlen(tok + 4) >= sizeof(d->tap))
+				return kv_errf(err, EINVAL, "TAP names are 1..%zu bytes",
+					       sizeof(d->tap) - 1);
+			strcpy(d->tap, tok + 4);
+		} else if (!strncmp(tok, "mac=", 4)) {
+			if (mig_parse_mac(tok + 4, d->mac))
+				return kv_errf(err, EINVAL, "bad MAC '%s' (unicast xx:xx:xx:xx:xx:xx)",
+					       tok + 4);
+		} else {
+			return kv_errf(err, EINVAL, "unknown option '%s' (tap=, mac=)", tok);
+		}
+	}
+	if (!d->tap[0])
+		return kv_errf(err, EINVAL, "tap=IFNAME is required");
+	/* no mac= leaves all zeros: default_macs() derives one once --name is known */
+	strcpy(d->type, "virtio-net");
+	snprintf(d->name, sizeof(d->name), "net%u", idx);
+	o->ndevs++;
+	return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -67,6 +164,8 @@ int cmd_run(int argc, char **argv)
 		{ "incoming", required_argument, NULL, 'I' },
 		{ "restore", required_argument, NULL, 'R' },
 		{ "max-mem", required_argument, NULL, 'X' },
+		{ "disk", required_argument, NULL, 'D' },
+		{ "net", required_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -105,6 +204,19 @@ int cmd_run(int argc, char **argv)
 		case 'L': o.lock = optarg; break;
 		case 'I': o.incoming = optarg; break;
 		case 'R': o.restore = optarg; break;
+		case 'D':
+		case 'N':
+			if (o.ndevs >= VMM_MAX_USER_DEVICES) {
+				fprintf(stderr, "kvmove run: at most %d disks and NICs\n",
+					VMM_MAX_USER_DEVICES);
+				return KV_EXIT_USAGE;
+			}
+			if ((c == 'D' ? parse_disk(optarg, &o, &err) : parse_net(optarg, &o, &err))) {
+				fprintf(stderr, "kvmove run: --%s %s: %s\n", c == 'D' ? "disk" : "net",
+					optarg, err.msg);
+				return KV_EXIT_USAGE;
+			}
+			break;
 		case 'X':
 			if (mem_parse_size(optarg, &o.max_mem, &err)) {
 				fprintf(stderr, "kvmove run: --max-mem: %s\n", err.msg);
@@ -115,6 +227,7 @@ int cmd_run(int argc, char **argv)
 		default: usage(stderr); return KV_EXIT_USAGE;
 		}
 	}
+	default_macs(&o);
 	if (optind < argc) {
 		fprintf(stderr, "kvmove run: unexpected argument '%s'\n", argv[optind]);
 		return KV_EXIT_USAGE;

@@ -239,6 +239,9 @@ int vm_start(struct vm *vm, struct kv_err *err)
 	}
 	vm->state = VM_STATE_RUNNING;
 	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i]->ops->resume)
+			vm->devices[i]->ops->resume(vm->devices[i]);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		r = vcpu_start(vm->vcpus[i], err);
 		if (r) {
@@ -259,6 +262,36 @@ static void kick_all_locked(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		vcpu_kick(vm->vcpus[i]);
+}
+
+int vm_acquire_resources(struct vm *vm, struct kv_err *err)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+		int r = d->ops->acquire ? d->ops->acquire(d, err) : 0;
+		if (r) {
+			while (i--)
+				if (vm->devices[i]->ops->release)
+					vm->devices[i]->ops->release(vm->devices[i]);
+			return r;
+		}
+	}
+	return 0;
+}
+
+bool vm_has_resources(const struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i]->ops->acquire)
+			return true;
+	return false;
+}
+
+void vm_release_resources(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i]->ops->release)
+			vm->devices[i]->ops->release(vm->devices[i]);
 }
 
 void vm_kick_all(struct vm *vm)
@@ -324,6 +357,12 @@ int vm_resume(struct vm *vm, struct kv_err *err)
 	}
 	vm->pause_req = false;
 	vm->state = VM_STATE_RUNNING;
+	pthread_mutex_unlock(&vm->lock);
+	/* devices first (e.g. network receive), then the vCPUs */
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i]->ops->resume)
+			vm->devices[i]->ops->resume(vm->devices[i]);
+	pthread_mutex_lock(&vm->lock);
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
 	emit(vm, VM_EVENT_RESUME);
@@ -407,6 +446,14 @@ const char *vm_shutdown_reason_name(enum vm_shutdown_reason r)
 	case VM_SHUTDOWN_MIGRATED: return "migrated";
 	}
 	return "unknown";
+}
+
+int vm_signal_msi(struct vm *vm, uint64_t addr, uint32_t data)
+{
+	struct kvm_msi msi = { .address_lo = (uint32_t)addr, .address_hi = (uint32_t)(addr >> 32),
+			       .data = data };
+
+	return ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &msi) < 0 ? -errno : 0;
 }
 
 int vm_irq_line(struct vm *vm, unsigned irq, int level)

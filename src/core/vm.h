@@ -130,12 +130,21 @@ enum vm_state vm_get_state(struct vm *vm);
 const char *vm_state_name(enum vm_state st);
 const char *vm_shutdown_reason_name(enum vm_shutdown_reason r);
 
+/* Shared resources of the devices (disk image locks): all or nothing.
+ * Whoever holds them may run the VM. */
+int vm_acquire_resources(struct vm *vm, struct kv_err *err);
+void vm_release_resources(struct vm *vm);
+bool vm_has_resources(const struct vm *vm);
+
 /* Kick every vCPU out of KVM_RUN once (they go straight back in unless
  * asked to park). */
 void vm_kick_all(struct vm *vm);
 
 /* Assert (level=1) or deassert an ISA IRQ line on the in-kernel PIC/IOAPIC. */
 int vm_irq_line(struct vm *vm, unsigned irq, int level);
+
+/* Deliver an MSI (from a device's MSI-X table) through the in-kernel LAPICs. */
+int vm_signal_msi(struct vm *vm, uint64_t addr, uint32_t data);
 
 uint64_t vm_uptime_ms(struct vm *vm);
 

@@ -13,10 +13,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/err.h"
 #include "state/vmstate.h"
 
 struct device;
 struct vm;
+
+/*
+ * What it takes to create a device again elsewhere: filled by the command
+ * line at boot, carried in a migration's CONFIG, used by the destination
+ * to build the same devices.
+ */
+struct dev_spec {
+	char type[32];		/* "virtio-blk", "virtio-net", ... */
+	char name[32];		/* instance name: "blk0", "net0" */
+	char path[256];		/* virtio-blk: image on shared storage */
+	bool readonly;
+	char tap[16];		/* virtio-net: TAP interface on this host */
+	uint8_t mac[6];
+};
 
 struct dev_ops {
 	const char *type;
@@ -30,8 +45,20 @@ struct dev_ops {
 	void (*mmio)(struct device *dev, uint64_t offset, bool is_write,
 		     uint8_t *data, unsigned size);
 	void (*reset)(struct device *dev);
-	/* Called with the VM paused (e.g. flush buffered output). */
+	/* Called with the VM paused (e.g. flush buffered output, stop writing
+	 * guest memory from other threads) and when it runs again. */
 	void (*pause)(struct device *dev);
+	void (*resume)(struct device *dev);
+	/* After a migration loaded this device's state (optional). */
+	int (*post_load)(struct device *dev, struct kv_err *err);
+	/* Shared resources (a disk image lock): held by whoever runs the VM.
+	 * A migration source releases them after pausing, before GO; the
+	 * destination acquires them before it resumes.  Optional. */
+	int (*acquire)(struct device *dev, struct kv_err *err);
+	void (*release)(struct device *dev);
+	/* Describe the device for re-creation (type and name are filled in
+	 * already).  Optional: devices every VM has need none. */
+	void (*spec)(struct device *dev, struct dev_spec *out);
 	void (*destroy)(struct device *dev);
 	/* Migratable state: described by *state, stored at state_ptr(dev). */
 	const struct vmstate_desc *state;

@@ -9,11 +9,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <net/if.h>
 #include <unistd.h>
 
 #include "core/mem.h"
 #include "core/vm.h"
 #include "devices/device.h"
+
+static void mac_str(const uint8_t *m, char out[18])
+{
+	snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+int mig_parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned v[6];
+	char tail;
+
+	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+		   &tail) != 6)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	/* a multicast or all-zero MAC cannot be a NIC's */
+	return (mac[0] & 1) || !(v[0] | v[1] | v[2] | v[3] | v[4] | v[5]) ? -EINVAL : 0;
+}
 
 json_t *mig_config_to_json(struct vm *vm, bool uses_lock)
 {
@@ -26,12 +46,29 @@ json_t *mig_config_to_json(struct vm *vm, bool uses_lock)
 			(json_int_t)e->eax, (json_int_t)e->ebx, (json_int_t)e->ecx,
 			(json_int_t)e->edx));
 	}
-	for (unsigned i = 0; i < vm->ndevices; i++)
-		json_array_append_new(devs, json_pack("{s:s, s:s}", "name", vm->devices[i]->name,
-						      "type", vm->devices[i]->ops->type));
-	return json_pack("{s:s, s:I, s:i, s:o, s:o, s:b, s:[]}", "name", vm->cfg.name,
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = vm->devices[i];
+		struct dev_spec sp = { 0 };
+		json_t *o = json_pack("{s:s, s:s}", "name", d->name, "type", d->ops->type);
+
+		if (d->ops->spec) {
+			d->ops->spec(d, &sp);
+			if (sp.path[0]) {
+				json_object_set_new(o, "path", json_string(sp.path));
+				json_object_set_new(o, "readonly", json_boolean(sp.readonly));
+			}
+			if (sp.tap[0]) {
+				char m[18];
+				mac_str(sp.mac, m);
+				json_object_set_new(o, "tap", json_string(sp.tap));
+				json_object_set_new(o, "mac", json_string(m));
+			}
+		}
+		json_array_append_new(devs, o);
+	}
+	return json_pack("{s:s, s:I, s:i, s:o, s:o, s:b}", "name", vm->cfg.name,
 			 "mem", (json_int_t)vm->mem.size, "cpus", (int)vm->nvcpus,
-			 "cpuid", cpuid, "devices", devs, "lock", uses_lock, "disks");
+			 "cpuid", cpuid, "devices", devs, "lock", uses_lock);
 }
 
 static int get_str(json_t *o, const char *key, char *dst, size_t cap, struct kv_err *err)
@@ -110,12 +147,22 @@ int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *er
 			       MIG_MAX_DEVICES);
 	}
 	json_array_foreach(v, i, e) {
+		struct dev_spec *d = &cfg->devices[i];
+		json_t *x;
 		if (!json_is_object(e) ||
-		    get_str(e, "name", cfg->devices[i].name, sizeof(cfg->devices[i].name), err) ||
-		    get_str(e, "type", cfg->devices[i].type, sizeof(cfg->devices[i].type), err)) {
+		    get_str(e, "name", d->name, sizeof(d->name), err) ||
+		    get_str(e, "type", d->type, sizeof(d->type), err) ||
+		    ((x = json_object_get(e, "path")) &&
+		     get_str(e, "path", d->path, sizeof(d->path), err)) ||
+		    ((x = json_object_get(e, "tap")) &&
+		     get_str(e, "tap", d->tap, sizeof(d->tap), err)) ||
+		    ((x = json_object_get(e, "readonly")) && !json_is_boolean(x)) ||
+		    ((x = json_object_get(e, "mac")) &&
+		     (!json_is_string(x) || mig_parse_mac(json_string_value(x), d->mac)))) {
 			mig_config_free(cfg);
 			return kv_errf(err, EBADMSG, "config: device %zu is malformed", i);
 		}
+		d->readonly = json_is_true(json_object_get(e, "readonly"));
 		cfg->ndevices++;
 	}
 	v = json_object_get(j, "lock");
@@ -124,21 +171,6 @@ int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *er
 		return kv_errf(err, EBADMSG, "config: 'lock' must be a boolean");
 	}
 	cfg->uses_lock = json_is_true(v);
-	v = json_object_get(j, "disks");
-	if (!json_is_array(v) || json_array_size(v) > MIG_MAX_DISKS) {
-		mig_config_free(cfg);
-		return kv_errf(err, EBADMSG, "config: 'disks' must list at most %d paths",
-			       MIG_MAX_DISKS);
-	}
-	json_array_foreach(v, i, e) {
-		if (!json_is_string(e) || json_string_length(e) >= sizeof(cfg->disks[0]) ||
-		    strlen(json_string_value(e)) != json_string_length(e)) {
-			mig_config_free(cfg);
-			return kv_errf(err, EBADMSG, "config: disk %zu is malformed", i);
-		}
-		strcpy(cfg->disks[i], json_string_value(e));
-		cfg->ndisks++;
-	}
 	return 0;
 }
 
@@ -282,17 +314,26 @@ json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *ho
 		add_failure(f, "vcpus", "the VM has %u vCPUs; this host allows %u", cfg->ncpus,
 			    host->max_vcpus);
 	for (unsigned i = 0; i < cfg->ndevices; i++) {
-		const char *t = cfg->devices[i].type;
-		if (strcmp(t, "uart8250") && strcmp(t, "debug-exit"))
+		const struct dev_spec *d = &cfg->devices[i];
+		static const char *const known[] = { "uart8250", "debug-exit", "pci-host",
+						     "virtio-blk", "virtio-net" };
+		bool ok = false;
+		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+			ok |= !strcmp(d->type, known[k]);
+		if (!ok)
 			add_failure(f, "device", "device %s of type %s is not supported here",
-				    cfg->devices[i].name, t);
+				    d->name, d->type);
+		if (!strcmp(d->type, "virtio-blk") &&
+		    access(d->path, d->readonly ? R_OK : R_OK | W_OK))
+			add_failure(f, "disk", "disk %s (%s) is not reachable from this host: %s",
+				    d->name, d->path, strerror(errno));
+		if (!strcmp(d->type, "virtio-net") && !if_nametoindex(d->tap))
+			add_failure(f, "network", "network %s: TAP interface %s does not exist on "
+				    "this host (create it and attach it to the VM network first)",
+				    d->name, d->tap);
 	}
 	if (cfg->uses_lock && !host->has_lock)
 		add_failure(f, "lock", "the VM is guarded by a lock file on shared storage; "
 			    "start the destination with --lock on the same file");
-	for (unsigned i = 0; i < cfg->ndisks; i++)
-		if (access(cfg->disks[i], R_OK | W_OK))
-			add_failure(f, "disk", "disk %s is not reachable from this host: %s",
-				    cfg->disks[i], strerror(errno));
 	return f;
 }

@@ -12,17 +12,12 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "devices/device.h"
 
 #define MIG_MAX_CPUID 256
 #define MIG_MAX_DEVICES 32
-#define MIG_MAX_DISKS 16
 
 struct vm;
-
-struct mig_device_desc {
-	char name[32];
-	char type[32];
-};
 
 struct mig_vm_config {
 	char name[64];
@@ -30,10 +25,8 @@ struct mig_vm_config {
 	unsigned ncpus;
 	struct kvm_cpuid2 *cpuid;	/* malloc'ed */
 	unsigned ndevices;
-	struct mig_device_desc devices[MIG_MAX_DEVICES];
+	struct dev_spec devices[MIG_MAX_DEVICES];
 	bool uses_lock;
-	unsigned ndisks;
-	char disks[MIG_MAX_DISKS][256];	/* shared-storage paths (disk issue) */
 };
 
 /* What a destination offers. */
@@ -46,6 +39,8 @@ struct mig_host {
 };
 
 json_t *mig_config_to_json(struct vm *vm, bool uses_lock);
+/* "52:54:00:12:34:56" -> bytes; -EINVAL if malformed or multicast. */
+int mig_parse_mac(const char *s, uint8_t mac[6]);
 int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *err);
 void mig_config_free(struct mig_vm_config *cfg);
 

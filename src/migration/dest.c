@@ -189,9 +189,16 @@ static int take_and_resume(struct mig_incoming *in, struct kv_err *err)
 		if (r)
 			return kv_err_prefix(err, r, "not resuming");
 	}
-	r = vm_start(in->vm, err);
-	/* Holding the lock means "I run the VM": never keep it if we don't, or
-	 * the source would believe we do and the VM would be lost. */
+	r = vm_acquire_resources(in->vm, err);
+	if (!r) {
+		r = vm_start(in->vm, err);
+		if (r)
+			vm_release_resources(in->vm);
+	} else {
+		kv_err_prefix(err, r, "not resuming");
+	}
+	/* Holding the locks means "I run the VM": never keep them if we don't,
+	 * or the source would believe we do and the VM would be lost. */
 	if (r && in->lock)
 		vmlock_release(in->lock);
 	return r;

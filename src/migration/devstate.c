@@ -114,6 +114,8 @@ int devstate_apply(struct vm *vm, struct devstate_rx *rx, uint16_t type,
 					       d->name);
 			r = vmstate_load(d->ops->state, d->ops->state_ptr(d), p + 1 + nl,
 					 len - 1 - (uint32_t)nl, err);
+			if (!r && d->ops->post_load)
+				r = d->ops->post_load(d, err);
 			if (r)
 				return kv_err_prefix(err, r, "device %s", d->name);
 			rx->device[i] = true;

@@ -83,6 +83,7 @@ void src_run_save(struct migration *m)
 	pthread_mutex_lock(&m->mu);
 	m->downtime_ms = src_now_ms() - m->t_pause;	/* until the file is safe */
 	pthread_mutex_unlock(&m->mu);
+	vm_release_resources(m->vm);
 	if (m->lock)
 		vmlock_release(m->lock);
 	src_finish_completed(m, "saved to a file");

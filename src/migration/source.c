@@ -321,6 +321,8 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 	pthread_mutex_lock(&m->mu);
 	m->go_sent = true;	/* from here on, cancel is refused */
 	pthread_mutex_unlock(&m->mu);
+	/* let go of everything that says "I run this VM": disks, then the lock */
+	vm_release_resources(m->vm);
 	if (m->lock)
 		vmlock_release(m->lock);
 	if (payload)
@@ -345,12 +347,15 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 		return;
 	}
 
-	/* The channel broke after GO: who runs the VM now? */
-	if (m->lock) {
+	/* The channel broke after GO: who runs the VM now?  The arbiter is the
+	 * VM lock and the disk locks: the destination takes all of them before
+	 * it runs the guest, so if we can take all of them back, it never will. */
+	if (m->lock || vm_has_resources(m->vm)) {
 		struct kv_err lerr;
-		if (vmlock_acquire(m->lock, &lerr) == 0) {
-			/* We hold the lock, so the destination can never take it:
-			 * it will not run the guest.  Run it here again. */
+		int rl = m->lock ? vmlock_acquire(m->lock, &lerr) : 0;
+		int rr = rl ? rl : vm_acquire_resources(m->vm, &lerr);
+
+		if (!rl && !rr) {
 			kv_errf(&err, EIO, "lost the destination after GO (%s); it never took "
 				"the VM, which runs on here", err.msg);
 			src_set_fail(m, "switchover", &err, -EIO);
@@ -359,10 +364,12 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 			src_set_status(m, MIG_FAILED);
 			return;
 		}
+		if (!rl && m->lock)
+			vmlock_release(m->lock);	/* the destination holds the disks */
 		pthread_mutex_lock(&m->mu);
 		m->downtime_ms = -1;	/* unknown: the confirmation was lost */
 		pthread_mutex_unlock(&m->mu);
-		src_finish_completed(m, "migrated (the destination holds the VM lock)");
+		src_finish_completed(m, "migrated (the destination holds the VM's locks)");
 		return;
 	}
 	kv_errf(&err, EIO, "lost the destination after GO (%s) and there is no lock to ask. "

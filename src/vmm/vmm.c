@@ -21,6 +21,9 @@
 #include "control/control.h"
 #include "core/vm.h"
 #include "devices/debug_exit.h"
+#include "devices/pci.h"
+#include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "devices/uart8250.h"
 #include "migration/migration.h"
 #include "migration/vmlock.h"
@@ -96,9 +99,11 @@ out:
 	return r;
 }
 
-static int add_devices(struct vm *vm, struct vmm *vmm, struct kv_err *err)
+static int add_devices(struct vm *vm, struct vmm *vmm, const struct dev_spec *specs,
+		       unsigned nspecs, bool take_locks, struct kv_err *err)
 {
-	struct device *dexit;
+	struct device *dexit, *d;
+	struct pci_host *pci;
 	int r;
 
 	r = uart_create(&vmm->uart, "serial0", vmm->console_fd, uart_irq, vm, err);
@@ -121,7 +126,25 @@ static int add_devices(struct vm *vm, struct vmm *vmm, struct kv_err *err)
 		dexit->ops->destroy(dexit);
 		return r;
 	}
-	return bus_register(&vm->pio_bus, DEBUG_EXIT_PORT, 1, dexit, err);
+	if ((r = bus_register(&vm->pio_bus, DEBUG_EXIT_PORT, 1, dexit, err)) ||
+	    (r = pci_host_create(&pci, vm, err)))
+		return r;
+
+	/* PCI devices in spec order: the same order gives the same slots on a
+	 * migration destination */
+	for (unsigned i = 0; i < nspecs; i++) {
+		const struct dev_spec *sp = &specs[i];
+		if (!strcmp(sp->type, "virtio-blk"))
+			r = virtio_blk_create(&d, vm, pci, sp->name, sp->path, sp->readonly,
+					      take_locks, err);
+		else if (!strcmp(sp->type, "virtio-net"))
+			r = virtio_net_create(&d, vm, pci, sp->name, sp->tap, sp->mac, err);
+		else
+			continue;	/* the always-present devices above */
+		if (r)
+			return kv_err_prefix(err, r, "%s", sp->name);
+	}
+	return 0;
 }
 
 /* Build the VM and its devices: from options at boot, from the received
@@ -145,7 +168,10 @@ static int build_vm(void *opaque, const struct mig_vm_config *mc, struct vm **ou
 	r = vm_create(&vm, &cfg, err);
 	if (r)
 		return r;
-	r = add_devices(vm, vmm, err);
+	/* at boot the disks are ours at once; an incoming VM takes them when
+	 * the source has let go */
+	r = mc ? add_devices(vm, vmm, mc->devices, mc->ndevices, false, err)
+	       : add_devices(vm, vmm, vmm->opts.devs, vmm->opts.ndevs, true, err);
 	if (r) {
 		vm_destroy(vm);
 		return r;

@@ -12,6 +12,9 @@
 #include <termios.h>
 
 #include "common/err.h"
+#include "devices/device.h"
+
+#define VMM_MAX_USER_DEVICES 16
 
 struct vm;
 struct uart8250;
@@ -31,6 +34,8 @@ struct vmm_options {
 	const char *restore;	/* restore a saved VM from this file */
 	const char *lock;	/* per-VM lock file on shared storage */
 	uint64_t max_mem;	/* incoming: refuse bigger VMs (0 = free RAM) */
+	unsigned ndevs;		/* --disk / --net, in command-line order */
+	struct dev_spec devs[VMM_MAX_USER_DEVICES];
 };
 
 struct migration;

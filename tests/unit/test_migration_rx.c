@@ -179,10 +179,10 @@ static void test_devstate_hostile(void **state)
 
 static json_t *good_config(void)
 {
-	return json_pack("{s:s, s:I, s:i, s:[[i,i,i,i,i,i,i]], s:[{s:s,s:s}], s:b, s:[]}",
+	return json_pack("{s:s, s:I, s:i, s:[[i,i,i,i,i,i,i]], s:[{s:s,s:s}], s:b}",
 			 "name", "web1", "mem", (json_int_t)(64 << 20), "cpus", 2,
 			 "cpuid", 0, 0, 0, 0xd, 0x756e6547, 0x6c65746e, 0x49656e69,
-			 "devices", "name", "serial0", "type", "uart8250", "lock", 0, "disks");
+			 "devices", "name", "serial0", "type", "uart8250", "lock", 0);
 }
 
 static void expect_cfg_bad(json_t *j, const char *why)
@@ -226,7 +226,10 @@ static void test_config_hostile(void **state)
 		json_array_append_new(big, json_pack("[i,i,i,i,i,i,i]", i, 0, 0, 0, 0, 0, 0));
 	j = good_config(); json_object_set_new(j, "cpuid", big); expect_cfg_bad(j, "too many CPUID entries");
 	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:i}]", "name", 3)); expect_cfg_bad(j, "device name not a string");
-	j = good_config(); json_object_set_new(j, "disks", json_pack("[i]", 7)); expect_cfg_bad(j, "disk not a string");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:i}]", "name", "blk0", "type", "virtio-blk", "path", 7)); expect_cfg_bad(j, "disk path not a string");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s,s:s}]", "name", "net0", "type", "virtio-net", "tap", "t0", "mac", "01:00:5e:00:00:01")); expect_cfg_bad(j, "multicast MAC");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s,s:s}]", "name", "net0", "type", "virtio-net", "tap", "t0", "mac", "52:54:00:zz:00:01")); expect_cfg_bad(j, "malformed MAC");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s}]", "name", "net0", "type", "virtio-net", "tap", "a-tap-name-far-too-long")); expect_cfg_bad(j, "TAP name too long");
 }
 
 static void test_preflight(void **state)
@@ -256,8 +259,13 @@ static void test_preflight(void **state)
 	strcpy(cfg.devices[0].type, "floppy");
 	cfg.uses_lock = true;
 	host.has_lock = false;
-	cfg.ndisks = 1;
-	strcpy(cfg.disks[0], "/nonexistent/disk.img");
+	cfg.ndevices = 3;
+	strcpy(cfg.devices[1].type, "virtio-blk");
+	strcpy(cfg.devices[1].name, "blk0");
+	strcpy(cfg.devices[1].path, "/nonexistent/disk.img");
+	strcpy(cfg.devices[2].type, "virtio-net");
+	strcpy(cfg.devices[2].name, "net0");
+	strcpy(cfg.devices[2].tap, "kvnotap0");
 	{
 		/* a feature bit the host does not have */
 		struct kvm_cpuid2 *c = realloc(cfg.cpuid, sizeof(*c) + 2 * sizeof(c->entries[0]));
@@ -268,9 +276,9 @@ static void test_preflight(void **state)
 	f = mig_preflight(&cfg, &host);
 	{
 		const char *want[] = { "cpu-vendor", "cpu-features", "memory", "vcpus", "device",
-				       "lock", "disk" };
-		assert_int_equal(json_array_size(f), 7);
-		for (size_t i = 0; i < 7; i++)
+				       "disk", "network", "lock" };
+		assert_int_equal(json_array_size(f), 8);
+		for (size_t i = 0; i < 8; i++)
 			assert_string_equal(json_string_value(json_object_get(json_array_get(f, i), "id")),
 					    want[i]);
 	}
