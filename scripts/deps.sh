@@ -9,7 +9,7 @@ PKGS=(
   # libraries
   libjansson-dev libxxhash-dev libzstd-dev liblz4-dev libcmocka-dev
   # tests: the peer VMM, and tools the integration tests use
-  qemu-system-x86 python3 iproute2 procps
+  qemu-system-x86 python3 iproute2 procps iputils-ping
 )
 
 missing=()
