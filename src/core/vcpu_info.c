@@ -41,8 +41,10 @@ int vcpu_get_summary(struct vm *vm, unsigned idx, struct vcpu_summary *s,
 	if (idx >= vm->nvcpus)
 		return kv_errf(err, EINVAL, "no vCPU %u", idx);
 	s->exits = vcpu_exit_count(vm->vcpus[idx]);
-	if (vm_get_state(vm) == VM_STATE_RUNNING)
-		return 0;	/* registers only while paused: no stale snapshots */
+	/* registers only while paused (no stale snapshots), and never while
+	 * a VM is being built or torn down by another thread */
+	if (vm_get_state(vm) != VM_STATE_PAUSED)
+		return 0;
 	r = vm_run_on_vcpu(vm, idx, read_summary, s, err);
 	if (r < 0 && err && !err->msg[0])
 		kv_errf_sys(err, r, "vCPU %u: reading registers", idx);

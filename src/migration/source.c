@@ -359,6 +359,7 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 			kv_errf(&err, EIO, "lost the destination after GO (%s); it never took "
 				"the VM, which runs on here", err.msg);
 			src_set_fail(m, "switchover", &err, -EIO);
+			dirty_log_stop(m->vm);
 			vm_resume(m->vm, NULL);
 			m->paused = false;
 			src_set_status(m, MIG_FAILED);
