@@ -20,10 +20,13 @@ static uint8_t istacks[MAX_CPUS][ISTACK_SIZE] __attribute__((section(".noinit"),
  * 64-bit TSS with an I/O permission bitmap. IOPL 3 alone lets CPL 3 use
  * ports on VMX/SVM, but PVM (guest CPL 3 on host ring 3) drops IOPL after
  * the first exit and its emulator then consults this bitmap. Clear bits
- * allow: ports 0-0x3ff (UART, PIT, port 0x61, debug exit) are allowed,
- * everything above lies past the TSS limit and is denied.
+ * allow: ports 0-0x3ff (UART, PIT, port 0x61, debug exit) and the PCI
+ * configuration ports 0xcf8-0xcff are allowed; 0x400-0xcf7 are denied by
+ * set bits, and everything above 0xcff lies past the TSS limit.
  */
-#define IO_PORTS_ALLOWED 0x400
+#define IO_PORTS_LOW 0x400		/* 0 .. 0x3ff allowed */
+#define IO_PORTS_MAPPED 0xd00		/* the bitmap covers 0 .. 0xcff */
+#define IO_PCI_CONFIG 0xcf8		/* 0xcf8 .. 0xcff allowed: one byte */
 struct __attribute__((packed)) tss {
 	uint32_t reserved0;
 	uint64_t rsp[3];
@@ -32,7 +35,7 @@ struct __attribute__((packed)) tss {
 	uint64_t reserved2;
 	uint16_t reserved3;
 	uint16_t iomap_base;
-	uint8_t iomap[IO_PORTS_ALLOWED / 8];
+	uint8_t iomap[IO_PORTS_MAPPED / 8];
 	uint8_t iomap_end;	/* all ones, as the architecture requires */
 };
 _Static_assert(__builtin_offsetof(struct tss, iomap) == 104, "TSS layout");
@@ -85,6 +88,8 @@ static void cpu_tables_load(unsigned hw)
 	t->rsp[0] = (uint64_t)(uintptr_t)kstacks[hw] + KSTACK_SIZE;
 	t->ist[0] = (uint64_t)(uintptr_t)istacks[hw] + ISTACK_SIZE;
 	t->iomap_base = __builtin_offsetof(struct tss, iomap);
+	/* one rep stosb each (cheap where CPL 0 is emulated) */
+	memset(&t->iomap[IO_PORTS_LOW / 8], 0xff, (IO_PCI_CONFIG - IO_PORTS_LOW) / 8);
 	t->iomap_end = 0xff;
 	gdt[slot] = (limit & 0xffff) | (base & 0xffffff) << 16 |
 		    0x89ULL << 40 |			/* present, available 64-bit TSS */

@@ -18,6 +18,12 @@ void cmdline_defaults(struct config *cfg)
 	cfg->runtime_s = 0;
 	cfg->verify_every_ms = 1000;
 	cfg->clock = CLOCK_AUTO;
+	cfg->net = 1;
+	cfg->disk = 1;
+	cfg->disk_rate = 200;
+	cfg->disk_blocks = 0;
+	cfg->disk_verify = 4096;
+	cfg->disk_depth = 4;
 }
 
 static bool is_space(char c)
@@ -78,6 +84,26 @@ static bool parse_num(const char *p, const char *end, bool size_suffix, uint64_t
 	return true;
 }
 
+/* Dotted quad a.b.c.d, each part 0..255 in decimal. */
+static bool parse_ipv4(const char *p, const char *end, uint8_t out[4])
+{
+	for (int i = 0; i < 4; i++) {
+		unsigned v = 0, digits = 0;
+
+		for (; p < end && *p >= '0' && *p <= '9' && digits < 4; p++, digits++)
+			v = v * 10 + (unsigned)(*p - '0');
+		if (!digits || v > 255)
+			return false;
+		out[i] = (uint8_t)v;
+		if (i < 3) {
+			if (p == end || *p != '.')
+				return false;
+			p++;
+		}
+	}
+	return p == end;
+}
+
 static bool key_is(const char *w, const char *eq, const char *key)
 {
 	size_t n = strlen(key);
@@ -109,6 +135,12 @@ static void parse_word(const char *w, const char *end, struct config *cfg)
 		{ "cpus", __builtin_offsetof(struct config, cpus), false },
 		{ "runtime", __builtin_offsetof(struct config, runtime_s), false },
 		{ "verify_every", __builtin_offsetof(struct config, verify_every_ms), false },
+		{ "net", __builtin_offsetof(struct config, net), false },
+		{ "disk", __builtin_offsetof(struct config, disk), false },
+		{ "diskrate", __builtin_offsetof(struct config, disk_rate), false },
+		{ "diskblocks", __builtin_offsetof(struct config, disk_blocks), false },
+		{ "diskverify", __builtin_offsetof(struct config, disk_verify), false },
+		{ "diskdepth", __builtin_offsetof(struct config, disk_depth), false },
 	};
 	const char *eq = w;
 
@@ -116,6 +148,15 @@ static void parse_word(const char *w, const char *end, struct config *cfg)
 		eq++;
 	if (eq == end)
 		return;		/* not key=value: somebody else's word */
+	if (key_is(w, eq, "ip")) {
+		uint8_t ip[4];
+		if (parse_ipv4(eq + 1, end, ip)) {
+			memcpy(cfg->ip, ip, 4);
+			cfg->ip_set = true;
+		} else
+			note_bad(cfg, w, end);
+		return;
+	}
 	if (key_is(w, eq, "clock")) {
 		if (end - eq - 1 == 7 && memcmp(eq + 1, "tsc-pit", 7) == 0)
 			cfg->clock = CLOCK_FORCE_TSC_PIT;
@@ -154,4 +195,6 @@ void cmdline_parse(const char *s, struct config *cfg)
 		cfg->cpus = 1;
 	if (cfg->cpus > MAX_CPUS)
 		cfg->cpus = MAX_CPUS;
+	if (cfg->disk_depth < 1)
+		cfg->disk_depth = 1;
 }

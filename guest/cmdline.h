@@ -22,6 +22,15 @@ struct config {
 	uint64_t runtime_s;		/* stop after this long, 0 = never (runtime=) */
 	uint64_t verify_every_ms;	/* VERIFY line period, 0 = off (verify_every=) */
 	enum clock_choice clock;	/* clock=tsc-pit forces the fallback clock */
+	/* devices (virtio over PCI) */
+	uint64_t net;			/* 0: leave a virtio-net device alone (net=) */
+	uint8_t ip[4];			/* the guest's IPv4 address, /24 (ip=) */
+	bool ip_set;
+	uint64_t disk;			/* 0: leave a virtio-blk device alone (disk=) */
+	uint64_t disk_rate;		/* block writes per second (diskrate=) */
+	uint64_t disk_blocks;		/* 4 KiB blocks used, 0 = default (diskblocks=) */
+	uint64_t disk_verify;		/* blocks verified per second, 0 = no limit (diskverify=) */
+	uint64_t disk_depth;		/* requests in flight at most (diskdepth=) */
 	unsigned nbad;			/* words with a known key but a bad value */
 	char bad[CMDLINE_MAX_BAD][32];
 };

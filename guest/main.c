@@ -1,13 +1,15 @@
 /*
  * main.c - what every CPU does at CPL 3: CPU 0 reads the boot data,
- * prints the banner, places the working set, starts the APs and runs
- * the fill; then all CPUs run the work loop (heartbeat on CPU 0,
- * verifier slices, periodic VERIFY lines, runtime limit).
+ * prints the banner, places the working set, starts the APs, brings up
+ * the PCI devices and runs the fill; then all CPUs run the work loop
+ * (heartbeat and device work on CPU 0, verifier slices, periodic
+ * VERIFY/NET/DISK lines, runtime limit).
  */
 #include "boot.h"
 #include "clock.h"
 #include "cmdline.h"
 #include "console.h"
+#include "devices.h"
 #include "lib.h"
 #include "memmap.h"
 #include "smp.h"
@@ -108,12 +110,15 @@ static __attribute__((noreturn)) void run_loop(unsigned cpu, unsigned hw)
 				outb(DEBUG_EXIT_PORT, 0);
 				idle_forever();
 			}
+			devices_poll(now);
 		} else if (__atomic_load_n(&phase, __ATOMIC_ACQUIRE) == PH_STOP) {
 			idle_forever();
 		}
 		vfy_step(cpu, now, &stack_iter);
 		if (verify_us && now >= ls->next_verify) {
 			print_verify(cpu);
+			if (cpu == 0)
+				devices_print_stats();
 			ls->next_verify += verify_us;
 			if (ls->next_verify <= now)
 				ls->next_verify = now + verify_us;
@@ -173,6 +178,7 @@ void cpu0_main(unsigned hw)
 
 	n = smp_start((unsigned)cfg.cpus, &mi);
 	con_line("CPUS %u", n);
+	devices_init(&cfg);
 
 	vfy_setup(&wl, cfg.seed, n, cfg.rate);
 	t = clock_us(hw);

@@ -24,6 +24,30 @@ static inline uint8_t inb(uint16_t port)
 	return v;
 }
 
+static inline void outw(uint16_t port, uint16_t v)
+{
+	__asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint16_t inw(uint16_t port)
+{
+	uint16_t v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+static inline void outl(uint16_t port, uint32_t v)
+{
+	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint32_t inl(uint16_t port)
+{
+	uint32_t v;
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
 /* One string-I/O instruction: KVM hands all n bytes to the VMM in one exit. */
 static inline void outsb(uint16_t port, const void *buf, uint64_t n)
 {
@@ -52,6 +76,12 @@ static inline void cpu_relax(void)
 static inline void barrier(void)
 {
 	__asm__ volatile("" : : : "memory");
+}
+
+/* Full fence: orders earlier stores before later loads (virtio kick check). */
+static inline void mfence(void)
+{
+	__asm__ volatile("mfence" : : : "memory");
 }
 
 /* ---- CPL 0 only ---- */
