@@ -10,7 +10,10 @@ enum {
 	KV_EXIT_OK = 0,
 	KV_EXIT_FAIL = 1,	/* the operation failed */
 	KV_EXIT_USAGE = 2,	/* bad command line */
+	KV_EXIT_REFUSED = 3,	/* migrate: refused at preflight, nothing done */
+	KV_EXIT_CANCELLED = 4,	/* migrate: cancelled, the VM runs on the source */
 	KV_EXIT_UNREACHABLE = 5,	/* could not reach the VMM / peer */
+	KV_EXIT_INDETERMINATE = 6,	/* migrate: who runs the VM is unknown */
 };
 
 /* kvmove run [options]: one VMM process for one VM. */
@@ -19,5 +22,11 @@ int cmd_run(int argc, char **argv);
 /* kvmove status|pause|resume|stop --control SOCKET [--json]: talk to a VMM's
  * control socket.  verb is argv[0]. */
 int cmd_ctl(int argc, char **argv);
+
+/* kvmove migrate --control SOCKET --to tcp:HOST:PORT [...]: live migration. */
+int cmd_migrate(int argc, char **argv);
+
+/* kvmove save --control SOCKET FILE: quick migration, step 1. */
+int cmd_save(int argc, char **argv);
 
 #endif

@@ -16,9 +16,12 @@ static void usage(FILE *f)
 	      "  pause    pause a VM's vCPUs\n"
 	      "  resume   resume a paused VM\n"
 	      "  stop     shut a VM down and end its VMM\n"
+	      "  migrate  live-migrate a VM to a destination VMM (kvmove run --incoming)\n"
+	      "  save     save a VM to a file and stop it (kvmove run --restore FILE)\n"
 	      "\n"
 	      "Every verb takes --help.  Exit status: 0 ok, 1 failed, 2 usage error,\n"
-	      "5 the VMM's control socket could not be reached.\n", f);
+	      "5 the VMM's control socket could not be reached; migrate and save add\n"
+	      "3 refused at preflight, 4 cancelled, 6 indeterminate (see their --help).\n", f);
 }
 
 int main(int argc, char **argv)
@@ -43,6 +46,10 @@ int main(int argc, char **argv)
 	if (!strcmp(verb, "status") || !strcmp(verb, "pause") || !strcmp(verb, "resume") ||
 	    !strcmp(verb, "stop"))
 		return cmd_ctl(argc - 1, argv + 1);
+	if (!strcmp(verb, "migrate"))
+		return cmd_migrate(argc - 1, argv + 1);
+	if (!strcmp(verb, "save"))
+		return cmd_save(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove: unknown verb '%s'\n\n", verb);
 	usage(stderr);
 	return KV_EXIT_USAGE;

@@ -414,6 +414,208 @@ def check_no_errors(console):
 
 
 # --------------------------------------------------------------------------
+# Migration helpers
+# --------------------------------------------------------------------------
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody uses right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tcp_listening(port):
+    """True if a socket listens on 127.0.0.1:port or 0.0.0.0:port."""
+    want = {"0100007F:%04X" % port, "00000000:%04X" % port}
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1] in want and fields[3] == "0A":     # TCP_LISTEN
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+class MigrateRun:
+    """The outcome of ``kvmove migrate|save --json``: rc, events (the
+    NDJSON event lines, progress included), result (the last line: the
+    query-migrate fields), stdout, stderr."""
+
+    def __init__(self, rc, stdout, stderr):
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.events = []
+        self.result = None
+        for line in stdout.splitlines():
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise TestFailure("kvmove --json printed a line that is not JSON %r: %s"
+                                  % (line, e))
+            if "event" in obj:
+                self.events.append(obj)
+            else:
+                self.result = obj
+
+    def named(self, event):
+        return [e for e in self.events if e.get("event") == event]
+
+    def statuses(self):
+        """The MIGRATION statuses in order."""
+        return [e["data"]["status"] for e in self.named("MIGRATION")]
+
+    def stat(self, *path, default=None):
+        """A field of the result: stat("ram", "transferred")."""
+        v = self.result
+        for k in path:
+            if not isinstance(v, dict) or k not in v:
+                return default
+            v = v[k]
+        return v
+
+    def expect(self, rc, status=None, error_id=None):
+        """Check the exit code, the status and x-error-id of the result."""
+        check(self.rc == rc, "kvmove exited %d, expected %d; stderr: %r; result: %r"
+              % (self.rc, rc, self.stderr, self.result))
+        check(self.result is not None, "no result line on stdout: %r" % self.stdout)
+        if status:
+            check(self.result.get("status") == status, "status %r, expected %r: %r"
+                  % (self.result.get("status"), status, self.result))
+        if error_id:
+            check(self.result.get("x-error-id") == error_id, "x-error-id %r, expected %r: %r"
+                  % (self.result.get("x-error-id"), error_id, self.result))
+        return self
+
+    def summary(self):
+        """One line with the numbers a CI log should keep."""
+        r = self.result or {}
+        ram = r.get("ram", {})
+        return ("status %s, total %s ms, downtime %s ms, transferred %.1f MiB, rounds %s, "
+                "throttle %s%%" % (r.get("status"), r.get("total-time"), r.get("downtime"),
+                                   ram.get("transferred", 0) / 1048576.0,
+                                   ram.get("dirty-sync-count"),
+                                   r.get("cpu-throttle-percentage", 0)))
+
+
+class MigrateProc:
+    """``kvmove migrate|save --json`` running in the background (so a test
+    can act while it runs: kill a peer, send SIGINT).  Output goes to files
+    (a pipe nobody reads would block the progress lines)."""
+
+    count = 0
+
+    def __init__(self, vm, verb, args):
+        MigrateProc.count += 1
+        base = os.path.join(vm.h.tmpdir, "%s-%s-%d" % (vm.name, verb, MigrateProc.count))
+        self.h = vm.h
+        self.out_path, self.err_path = base + ".out", base + ".err"
+        self.argv = [vm.h.kvmove, verb, "--control", vm.control, "--json"] + list(args)
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = vm.h.popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=err)
+
+    def signal(self, sig):
+        self.h.log("sending signal %d to kvmove %s (pid %d)" % (sig, self.argv[1],
+                                                                 self.proc.pid))
+        self.proc.send_signal(sig)
+
+    def stderr(self):
+        with open(self.err_path, errors="replace") as f:
+            return f.read()
+
+    def finish(self, timeout=300):
+        """Wait for the end; a MigrateRun."""
+        try:
+            rc = self.proc.wait(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            raise TestFailure("%s did not finish within %.0f s" % (self.argv, scaled(timeout)))
+        with open(self.out_path, errors="replace") as f:
+            out = f.read()
+        err = self.stderr()
+        last = out.splitlines()[-1:] if out else []
+        self.h.log("  kvmove %s exit %d; result: %s; stderr: %r"
+                   % (self.argv[1], rc, last[0] if last else "-", err))
+        return MigrateRun(rc, out, err)
+
+
+def serial_lines(*vmms):
+    """The guest's serial output across migrations: the console files of the
+    VMMs that ran it, in order, joined into one stream (a line cut by the
+    switchover continues at the start of the next file)."""
+    data = b""
+    for vm in vmms:
+        with open(vm.console_path, "rb") as f:
+            data += f.read()
+    return [l.rstrip(b"\r").decode("utf-8", "replace") for l in data.split(b"\n")]
+
+
+def check_serial(*vmms):
+    """Across the VMMs that ran one guest, in order: heartbeats have
+    consecutive sequence numbers (none lost, none repeated) and the guest
+    reported no error.  Returns the list of heartbeat seqs."""
+    lines = serial_lines(*vmms)
+    rx_hb, rx_bad = re.compile(RX_HB), re.compile(RX_BAD)
+    bad = [l for l in lines if rx_bad.search(l)]
+    check(not bad, "the guest reported errors: %s" % "; ".join(bad[:5]))
+    seqs = [int(m.group(1)) for m in map(rx_hb.match, lines) if m]
+    check(seqs, "no heartbeats at all")
+    for a, b in zip(seqs, seqs[1:]):
+        check(b == a + 1, "heartbeat seq %d follows %d (lost or repeated output)" % (b, a))
+    return seqs
+
+
+def check_migrated(src, dst, run, cpus=1, wss=None, timeout=180):
+    """After ``kvmove migrate`` reported success: the source VMM exited 0,
+    the guest runs on the destination and verifies all of its memory there
+    (every cpu, a whole pass after the switchover), its heartbeats continue
+    across the switch with consecutive seqs, and the stats are sane
+    (downtime > 0, at least wss bytes sent, at least one dirty sync)."""
+    run.expect(0, "completed")
+    rc = src.wait_exit(timeout=60)
+    check(rc == 0, "the source VMM exited %d after the migration, expected 0" % rc)
+    check("migrated" in src.stderr(), "the source VMM did not say it migrated: %r"
+          % src.stderr()[-500:])
+    n_src = len(heartbeats(src.console))
+    dst.wait_verified(start=0, cpus=cpus, timeout=timeout)
+    seqs = check_serial(src, dst)
+    wait_hb(dst.console, min_seq=seqs[-1] + 10, timeout=timeout)
+    seqs = check_serial(src, dst)
+    check(len(seqs) > n_src, "no heartbeats on the destination")
+    st = dst.cmd("query-status")
+    check(st.get("status") == "running", "destination status after migration: %r" % st)
+    ram = run.stat("ram", default={})
+    check(run.stat("downtime", default=0) > 0, "downtime %r is not > 0" % run.stat("downtime"))
+    if wss:
+        check(ram.get("transferred", 0) >= wss, "only %r bytes transferred for a %d-byte "
+              "working set" % (ram.get("transferred"), wss))
+    check(ram.get("dirty-sync-count", 0) >= 1, "dirty-sync-count %r"
+          % ram.get("dirty-sync-count"))
+    return seqs
+
+
+def heartbeat_gap_ms(src, dst):
+    """What the guest's user felt at the switchover: host arrival time of the
+    last heartbeat on src's console to the first on dst's (ms, to ~1 ms)."""
+    a, b = heartbeats(src.console), heartbeats(dst.console)
+    check(a and b, "no heartbeats on %s" % (src.name if not a else dst.name))
+    return (b[0][0] - a[-1][0]) * 1000
+
+
+def check_never_ran(vm):
+    """A destination that must not have run the guest: its console has no
+    guest output at all."""
+    text = open(vm.console_path, "rb").read()
+    check(not re.search(rb"HB \d+", text), "%s ran the guest: its console has heartbeats: %r"
+          % (vm.name, text[:200]))
+
+
+# --------------------------------------------------------------------------
 # A VMM process
 # --------------------------------------------------------------------------
 
@@ -421,7 +623,11 @@ class VMM:
     """One ``kvmove run`` process in the harness's temporary directory."""
 
     def __init__(self, harness, name="kvtest", mem="1G", cpus=1, append="",
-                 kernel=None, extra=(), control=True):
+                 kernel=None, extra=(), control=True, incoming=None, restore=None):
+        """A VMM booting kernel (default: the test guest); or, with
+        incoming="tcp:HOST:PORT", a migration destination; or, with
+        restore=FILE, one restoring a saved VM (the VM's size comes from
+        the source then)."""
         self.h = harness
         self.name = name
         self.dir = os.path.join(harness.tmpdir, name)
@@ -429,9 +635,15 @@ class VMM:
         self.console_path = os.path.join(self.dir, "console.log")
         self.stderr_path = os.path.join(self.dir, "vmm.stderr")
         self.control = os.path.join(self.dir, "ctl.sock") if control else None
-        self.argv = [harness.kvmove, "run", "--name", name, "--mem", str(mem),
-                     "--cpus", str(cpus), "--kernel", kernel or harness.guest,
-                     "--append", append, "--console", self.console_path]
+        self.incoming = incoming
+        if incoming or restore:
+            self.argv = [harness.kvmove, "run"]
+            self.argv += ["--incoming", incoming] if incoming else ["--restore", restore]
+            self.argv += ["--console", self.console_path]
+        else:
+            self.argv = [harness.kvmove, "run", "--name", name, "--mem", str(mem),
+                         "--cpus", str(cpus), "--kernel", kernel or harness.guest,
+                         "--append", append, "--console", self.console_path]
         if self.control:
             self.argv += ["--control", self.control]
         self.argv += list(extra)
@@ -487,13 +699,13 @@ class VMM:
             self._qmp = self.qmp()
         return self._qmp.cmd(name, arguments)
 
-    def cli(self, verb, *args, timeout=60, control=True):
+    def cli(self, verb, *args, timeout=60, control=True, log_lines=None):
         """Run ``kvmove VERB --control SOCK ARGS``; a CompletedProcess (text)."""
         argv = [self.h.kvmove, verb]
         if control:
             argv += ["--control", self.control]
         argv += list(args)
-        return self.h.run(argv, timeout=timeout)
+        return self.h.run(argv, timeout=timeout, log_lines=log_lines)
 
     # ---- guest ----
 
@@ -526,6 +738,57 @@ class VMM:
         if not self._stderr.closed:
             self._stderr.close()
 
+    # ---- migration ----
+
+    def wait_listening(self, timeout=30):
+        """An --incoming VMM: wait until it listens (without connecting: a
+        destination takes its first connection for the migration)."""
+        port = int(self.incoming.rsplit(":", 1)[1])
+        deadline = now() + scaled(timeout)
+        while not tcp_listening(port):
+            self.check_alive()
+            if now() > deadline:
+                raise TestFailure("%s: nothing listens on port %d after %.0f s"
+                                  % (self.name, port, scaled(timeout)))
+            time.sleep(0.02)
+
+    def migrate(self, to, *args, timeout=300):
+        """``kvmove migrate --json --to URI ARGS`` against this VMM: a
+        MigrateRun (exit code, events, result)."""
+        r = self.cli("migrate", "--to", to, "--json", *args, timeout=timeout, log_lines=1)
+        return MigrateRun(r.returncode, r.stdout, r.stderr)
+
+    def migrate_bg(self, to, *args):
+        """``kvmove migrate --json`` in the background: a MigrateProc."""
+        return MigrateProc(self, "migrate", ["--to", to] + list(args))
+
+    def save(self, path, *args, timeout=300):
+        """``kvmove save --json FILE`` against this VMM: a MigrateRun."""
+        r = self.cli("save", "--json", path, *args, timeout=timeout, log_lines=1)
+        return MigrateRun(r.returncode, r.stdout, r.stderr)
+
+    def wait_verified(self, start=None, cpus=1, timeout=120):
+        """Prove that the guest verified all of its memory after console line
+        start (default: now): per cpu, a VERIFY OK line, then one at least two
+        passes later, so one whole pass began after the first line.  Fails on
+        VERIFY FAIL / BAD.  Returns the index of the last line used."""
+        if start is None:
+            start = len(self.console)
+        last = start
+        for cpu in range(cpus):
+            rx = r"^VERIFY OK (\d+) cpu=%d " % cpu
+            i, _, m = self.console.wait_for(rx, start=start, timeout=timeout, fail_on=RX_BAD,
+                                            what="VERIFY OK for cpu %d" % cpu)
+            first = int(m.group(1))
+            while True:
+                i, _, m = self.console.wait_for(rx, start=i + 1, timeout=timeout,
+                                                fail_on=RX_BAD,
+                                                what="a second VERIFY OK for cpu %d" % cpu)
+                if int(m.group(1)) >= first + 2:
+                    break
+            last = max(last, i)
+        return last
+
     SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|"
                            r"runtime error: |WARNING: ThreadSanitizer")
 
@@ -557,6 +820,7 @@ class Harness:
         self.name = name
         self.vmms = []
         self.procs = []
+        self.cleanups = []
         self.t0 = now()
         if need_kvm:
             require_kvm()
@@ -572,14 +836,39 @@ class Harness:
         self.vmms.append(vm)
         return vm
 
-    def run(self, argv, timeout=60):
+    def incoming(self, name, extra=(), wait=True):
+        """A destination VMM (``kvmove run --incoming``) on a free port of
+        127.0.0.1; .uri is its address.  Waits until it listens."""
+        port = free_port()
+        vm = self.vmm(name=name, incoming="tcp:127.0.0.1:%d" % port, extra=extra)
+        vm.port = port
+        vm.uri = "tcp:127.0.0.1:%d" % port
+        if wait:
+            vm.wait_listening()
+        return vm
+
+    def restore(self, name, path, extra=()):
+        """A VMM restoring a saved VM (``kvmove run --restore path``)."""
+        return self.vmm(name=name, restore=path, extra=extra)
+
+    def add_cleanup(self, fn):
+        """Call fn() at cleanup (before the VMMs are killed)."""
+        self.cleanups.append(fn)
+
+    def run(self, argv, timeout=60, log_lines=None):
+        """Run a command to its end; a CompletedProcess (text).  log_lines:
+        log only that many last lines of stdout (long NDJSON output)."""
         self.log("$ " + " ".join(argv))
         try:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                                text=True, timeout=scaled(timeout))
         except subprocess.TimeoutExpired:
             raise TestFailure("%s did not finish within %.0f s" % (argv, scaled(timeout)))
-        self.log("  exit %d; stdout: %r; stderr: %r" % (r.returncode, r.stdout, r.stderr))
+        out = r.stdout
+        if log_lines is not None and out.count("\n") > log_lines:
+            out = "[%d lines] ..." % out.count("\n") + "".join(
+                out.splitlines(True)[-log_lines:])
+        self.log("  exit %d; stdout: %r; stderr: %r" % (r.returncode, out, r.stderr))
         return r
 
     def popen(self, argv, **kw):
@@ -603,6 +892,11 @@ class Harness:
                 raise TestFailure("VMM %s: sanitizer report:\n%s" % (vm.name, report))
 
     def cleanup(self):
+        for fn in self.cleanups:
+            try:
+                fn()
+            except Exception as e:
+                print("cleanup: %s" % e, file=sys.stderr)
         for vm in self.vmms:
             try:
                 vm.kill()

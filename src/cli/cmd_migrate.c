@@ -1,0 +1,224 @@
+/*
+ * cmd_migrate.c - kvmove migrate: live-migrate a VM to a destination VMM
+ * (one started with 'kvmove run --incoming tcp:HOST:PORT').
+ *
+ *   migrate {"uri": "tcp:HOST:PORT", downtime-ms, bandwidth, max-rounds,
+ *            policy, check-only}, then follow it (migwatch.c).
+ */
+#define _GNU_SOURCE
+#include "cli/cli.h"
+#include "cli/migwatch.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+	fputs("usage: kvmove migrate --control SOCKET --to tcp:HOST:PORT [options]\n"
+	      "\n"
+	      "Live-migrate the VM served on SOCKET to a destination VMM waiting with\n"
+	      "'kvmove run --incoming tcp:HOST:PORT'.  The VM keeps running during the\n"
+	      "copy; it pauses only for the final switchover.  On a terminal a progress\n"
+	      "line shows the share of RAM sent, bytes sent, throughput, the guest's\n"
+	      "dirty rate, the round and the expected downtime; at the end a summary.\n"
+	      "Ctrl-C cancels the migration (the VM keeps running on the source) and\n"
+	      "waits until the VMM confirms; once the VM is being handed over it is\n"
+	      "too late to cancel and the migration finishes.\n"
+	      "\n"
+	      "  -c, --control SOCKET   the source VMM's control socket\n"
+	      "  -T, --to tcp:HOST:PORT the destination's --incoming address\n"
+	      "  -d, --downtime-ms N    downtime target (1..3600000; default 100): switch\n"
+	      "                         over once the rest can be sent within it\n"
+	      "  -b, --bandwidth MIB/S  limit the migration's bandwidth (0 = unlimited,\n"
+	      "                         the default)\n"
+	      "  -r, --max-rounds N     pre-copy rounds before the policy decides\n"
+	      "                         (1..10000; default 30)\n"
+	      "  -p, --policy P         when the guest dirties memory faster than it can\n"
+	      "                         be sent: auto-converge (throttle the vCPUs; the\n"
+	      "                         default), force (switch over anyway: longer\n"
+	      "                         downtime) or fail (give up; the VM stays here)\n"
+	      "  -k, --check-only       only run the destination's preflight checks\n"
+	      "  -V, --via DIR          quick migration through shared storage instead:\n"
+	      "                         after the preflight, pause the VM, save it into\n"
+	      "                         DIR (which the destination must see at the same\n"
+	      "                         path) and let the destination restore it there\n"
+	      "  -j, --json             NDJSON on stdout: every MIGRATION and\n"
+	      "                         MIGRATION_PASS event as received, a\n"
+	      "                         {\"event\": \"progress\", \"data\": <query-migrate>}\n"
+	      "                         line about 5 times a second, and last the result\n"
+	      "                         (query-migrate's fields: status, total-time,\n"
+	      "                         downtime, ram, x-error-id, error-desc, ...)\n"
+	      "  -t, --timeout SEC      give up waiting for the VMM's control socket\n"
+	      "                         after SEC seconds (connect, each answer; default\n"
+	      "                         10).  The migration itself is not limited.\n"
+	      "  -h, --help             show this help\n"
+	      "\n"
+	      "exit status:\n"
+	      "  0  done (--check-only: the preflight passed)\n"
+	      "  1  the migration failed; the VM keeps running on the source\n"
+	      "  2  usage error\n"
+	      "  3  the destination refused the VM at preflight (also with\n"
+	      "     --check-only); nothing was done\n"
+	      "  4  cancelled (Ctrl-C or migrate_cancel); the VM runs on the source\n"
+	      "  5  the destination or the source's control socket is unreachable\n"
+	      "  6  indeterminate: the link broke after the hand-over began and no lock\n"
+	      "     can tell who runs the VM (or the source VMM vanished); the message\n"
+	      "     says what to check and do\n", f);
+}
+
+static int parse_uint(const char *opt, const char *s, long long lo, long long hi,
+		      long long *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		fprintf(stderr, "kvmove migrate: %s must be an integer in %lld..%lld, not '%s'\n",
+			opt, lo, hi, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* tcp:HOST:PORT with a port in 1..65535. */
+static bool valid_tcp_uri(const char *uri)
+{
+	const char *colon;
+	char *end;
+	long port;
+
+	if (strncmp(uri, "tcp:", 4) || !(colon = strrchr(uri + 4, ':')) || colon == uri + 4)
+		return false;
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	return !errno && end != colon + 1 && !*end && port >= 1 && port <= 65535;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "control", required_argument, NULL, 'c' },
+		{ "to", required_argument, NULL, 'T' },
+		{ "downtime-ms", required_argument, NULL, 'd' },
+		{ "bandwidth", required_argument, NULL, 'b' },
+		{ "max-rounds", required_argument, NULL, 'r' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "check-only", no_argument, NULL, 'k' },
+		{ "via", required_argument, NULL, 'V' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct migwatch_opts o = { .kind = MIGWATCH_LIVE, .verb = "migrate",
+				   .timeout_ms = 10000 };
+	json_t *args = json_object();
+	long long v;
+	int ch, code = KV_EXIT_USAGE;
+
+	optind = 0;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:kV:jt:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			o.control = optarg;
+			break;
+		case 'T':
+			o.target = optarg;
+			break;
+		case 'd':
+			if (parse_uint("--downtime-ms", optarg, 1, 3600000, &v))
+				goto usage;
+			json_object_set_new(args, "downtime-ms", json_integer(v));
+			break;
+		case 'b':
+			if (parse_uint("--bandwidth", optarg, 0, 1000000, &v))
+				goto usage;
+			json_object_set_new(args, "bandwidth", json_integer(v));
+			break;
+		case 'r':
+			if (parse_uint("--max-rounds", optarg, 1, 10000, &v))
+				goto usage;
+			json_object_set_new(args, "max-rounds", json_integer(v));
+			break;
+		case 'p':
+			if (strcmp(optarg, "fail") && strcmp(optarg, "force") &&
+			    strcmp(optarg, "auto-converge")) {
+				fprintf(stderr, "kvmove migrate: --policy must be fail, force or "
+					"auto-converge, not '%s'\n", optarg);
+				goto usage;
+			}
+			json_object_set_new(args, "policy", json_string(optarg));
+			break;
+		case 'k':
+			json_object_set_new(args, "check-only", json_true());
+			break;
+		case 'V': {
+			char dir[PATH_MAX];
+			/* the VMM runs in its own directory: an absolute path */
+			if (!realpath(optarg, dir)) {
+				fprintf(stderr, "kvmove migrate: --via %s: %s\n", optarg,
+					strerror(errno));
+				goto usage;
+			}
+			json_object_set_new(args, "via", json_string(dir));
+			o.via = true;
+			break;
+		}
+		case 'j':
+			o.json = true;
+			break;
+		case 't':
+			o.timeout_ms = migwatch_parse_timeout(optarg);
+			if (o.timeout_ms < 0) {
+				fprintf(stderr, "kvmove migrate: --timeout: '%s' is not a number "
+					"of seconds in (0, 86400]\n", optarg);
+				goto usage;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			code = KV_EXIT_OK;
+			goto out;
+		case ':':
+			fprintf(stderr, "kvmove migrate: option '%s' needs an argument\n",
+				argv[optind - 1]);
+			goto usage;
+		default:
+			fprintf(stderr, "kvmove migrate: unknown option '%s'\n", argv[optind - 1]);
+			goto usage;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kvmove migrate: unexpected argument '%s'\n", argv[optind]);
+		goto usage;
+	}
+	if (!o.control || !o.target) {
+		fprintf(stderr, "kvmove migrate: --control SOCKET and --to tcp:HOST:PORT are "
+			"required\n");
+		goto usage;
+	}
+	if (!valid_tcp_uri(o.target)) {
+		fprintf(stderr, "kvmove migrate: --to must be tcp:HOST:PORT, not '%s' (to save "
+			"to a file, use 'kvmove save')\n", o.target);
+		goto usage;
+	}
+	json_object_set_new(args, "uri", json_string(o.target));
+	o.args = args;
+	code = migwatch_run(&o);
+	goto out;
+usage:
+	fprintf(stderr, "Try 'kvmove migrate --help'.\n");
+out:
+	json_decref(args);
+	return code;
+}
