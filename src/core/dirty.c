@@ -42,6 +42,11 @@ int dirty_log_start(struct vm *vm, struct kv_err *err)
 			return kv_errf_sys(err, errno, "enabling manual dirty-log protection");
 		vm->manual_dirty_protect = true;
 	}
+	/* The first pass sends every page with data, so what the VMM wrote
+	 * before (an incoming migration's load, the kernel loader) is covered:
+	 * start its bitmap afresh, or all of it would be sent twice. */
+	for (uint64_t w = 0; w < (vm->mem.npages + 63) / 64; w++)
+		__atomic_store_n(&vm->mem.vmm_dirty[w], 0, __ATOMIC_RELAXED);
 	r = set_slot_flags(vm, KVM_MEM_LOG_DIRTY_PAGES, err);
 	if (r)
 		return r;

@@ -130,7 +130,7 @@ json_t *mig_query(struct migration *m)
 	o = json_pack("{s:s, s:I, s:I, s:o}", "status", mig_status_name(m->status),
 		      "total-time", (json_int_t)m->total_ms, "setup-time",
 		      (json_int_t)m->setup_ms, "ram", ram);
-	if (m->status == MIG_COMPLETED || m->downtime_ms > 0)
+	if ((m->status == MIG_COMPLETED && !m->p.check_only) || m->downtime_ms > 0)
 		json_object_set_new(o, "downtime", json_integer((json_int_t)m->downtime_ms));
 	if (m->status == MIG_ACTIVE)
 		json_object_set_new(o, "expected-downtime",

@@ -214,7 +214,7 @@ static int wait_accept(struct mig_incoming *in, struct kv_err *err)
 			return kv_errf(err, ECANCELED, "stopped while waiting for a migration");
 		if (r <= 0)
 			continue;
-		fd = accept4(in->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		fd = accept4(in->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd >= 0)
 			return fd;
 		if (errno != EINTR && errno != ECONNABORTED)

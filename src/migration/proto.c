@@ -169,8 +169,7 @@ int mig_connect(const char *uri, int timeout_ms, struct kv_err *err)
 	freeaddrinfo(res);
 	if (fd < 0)
 		return kv_errf_sys(err, e ? e : ECONNREFUSED, "cannot reach %s", uri);
-	/* blocking from here on; the stream's poll timeouts bound the waits */
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	/* non-blocking stays: the stream polls with its peer timeout */
 	tune(fd);
 	return fd;
 }

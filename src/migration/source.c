@@ -250,8 +250,9 @@ static int precopy(struct migration *m, struct kv_err *err)
 		}
 		if (behind >= 3 && m->p.policy == MIG_POLICY_FAIL &&
 		    m->dirty_pps * (double)MEM_PAGE_SIZE >= bw) {
-			r = kv_errf(err, ETIME, "the guest dirties %.0f MiB/s, at or above the "
-				    "%.0f MiB/s the link carries; giving up (policy fail)",
+			r = kv_errf(err, ETIME, "the guest dirties at least %.0f MiB/s (distinct "
+				    "pages), at or above the %.0f MiB/s the link carries; giving up "
+				    "(policy fail)",
 				    m->dirty_pps * 4096 / 1048576, bw / 1048576);
 			return src_set_fail(m, "converge", err, r);
 		}
@@ -355,9 +356,12 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 		int rl = m->lock ? vmlock_acquire(m->lock, &lerr) : 0;
 		int rr = rl ? rl : vm_acquire_resources(m->vm, &lerr);
 
+		char why[KV_ERR_MAX];
+
+		snprintf(why, sizeof(why), "%s", err.msg);	/* err is rewritten below */
 		if (!rl && !rr) {
 			kv_errf(&err, EIO, "lost the destination after GO (%s); it never took "
-				"the VM, which runs on here", err.msg);
+				"the VM, which runs on here", why);
 			src_set_fail(m, "switchover", &err, -EIO);
 			dirty_log_stop(m->vm);
 			vm_resume(m->vm, NULL);
@@ -373,17 +377,51 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 		src_finish_completed(m, "migrated (the destination holds the VM's locks)");
 		return;
 	}
-	kv_errf(&err, EIO, "lost the destination after GO (%s) and there is no lock to ask. "
-		"The VM is paused here. Check the destination: if it runs the VM, stop this "
-		"one ('kvmove stop'); if not, resume this one ('kvmove resume')", err.msg);
+	{
+		char why[KV_ERR_MAX];
+		snprintf(why, sizeof(why), "%s", err.msg);
+		kv_errf(&err, EIO, "lost the destination after GO (%s) and there is no lock to "
+			"ask. The VM is paused here. Check the destination: if it runs the VM, "
+			"stop this one ('kvmove stop'); if not, resume this one ('kvmove resume')",
+			why);
+	}
 	src_set_fail(m, "indeterminate", &err, -EIO);
 	src_set_status(m, MIG_INDETERMINATE);
 }
 
 /* Any failure before GO: the VM keeps (or resumes) running here. */
+/*
+ * Our write failed (a broken pipe): the destination usually said why before
+ * it hung up.  Look for its ERROR record, briefly, and report that instead.
+ */
+static void explain_io_error(struct migration *m, struct stream *ps)
+{
+	struct stream_rec rec;
+	json_t *j = NULL;
+
+	if (!ps || !ps->rbuf || !m->error_id || strcmp(m->error_id, "io"))
+		return;
+	ps->timeout_ms = 200;
+	for (int i = 0; i < 64 && stream_read(ps, &rec, NULL) == 0; i++) {
+		const char *d;
+		if (rec.type != MIG_REC_ERROR || mig_parse_json(&rec, &j, NULL))
+			continue;
+		d = json_string_value(json_object_get(j, "desc"));
+		pthread_mutex_lock(&m->mu);
+		m->error_id = "destination";
+		snprintf(m->error_desc, sizeof(m->error_desc), "the destination gave up: %s",
+			 d ? d : "(no reason given)");
+		pthread_mutex_unlock(&m->mu);
+		json_decref(j);
+		return;
+	}
+}
+
 void src_rollback(struct migration *m, struct stream *ps, struct kv_err *err)
 {
 	bool cancelled = src_is_cancelled(m);
+
+	explain_io_error(m, ps);
 
 	/* tell the destination to give up (it exits); not needed after a refusal */
 	if (ps && ps->wbuf && m->error_id && strcmp(m->error_id, "preflight"))

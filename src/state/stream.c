@@ -11,25 +11,25 @@
 
 #define WBUF_SIZE (1u << 20)
 
-/* Record the first error; every later call returns it. */
-static int fail(struct stream *s, struct kv_err *err, int e, const char *fmt, ...)
+/* Record the first error of a direction; every later call returns it. */
+static int fail(struct stream_error *e, struct kv_err *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-static int fail(struct stream *s, struct kv_err *err, int e, const char *fmt, ...)
+static int fail(struct stream_error *e, struct kv_err *err, int code, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!s->error) {
-		s->error = e < 0 ? e : -e;
+	if (!e->code) {
+		e->code = code < 0 ? code : -code;
 		va_start(ap, fmt);
-		vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 		va_end(ap);
 	}
-	return kv_errf(err, s->error, "%s", s->errmsg);
+	return kv_errf(err, e->code, "%s", e->msg);
 }
 
-static int sticky(struct stream *s, struct kv_err *err)
+static int sticky(struct stream_error *e, struct kv_err *err)
 {
-	return s->error ? kv_errf(err, s->error, "%s", s->errmsg) : 0;
+	return e->code ? kv_errf(err, e->code, "%s", e->msg) : 0;
 }
 
 int stream_init(struct stream *s, int fd, size_t max_record, struct kv_err *err)
@@ -70,7 +70,7 @@ void stream_set_rate(struct stream *s, uint64_t bytes_per_sec)
 	clock_gettime(CLOCK_MONOTONIC, &s->rate_t0);
 }
 
-static int wait_fd(struct stream *s, short ev, struct kv_err *err)
+static int wait_fd(struct stream *s, short ev, struct stream_error *e, struct kv_err *err)
 {
 	struct pollfd p = { .fd = s->fd, .events = ev };
 	int r;
@@ -79,9 +79,9 @@ static int wait_fd(struct stream *s, short ev, struct kv_err *err)
 		r = poll(&p, 1, s->timeout_ms);
 	while (r < 0 && errno == EINTR);
 	if (r < 0)
-		return fail(s, err, errno, "poll: %s", strerror(errno));
+		return fail(e, err, errno, "poll: %s", strerror(errno));
 	if (r == 0)
-		return fail(s, err, ETIMEDOUT, "peer silent for %d ms", s->timeout_ms);
+		return fail(e, err, ETIMEDOUT, "peer silent for %d ms", s->timeout_ms);
 	return 0;
 }
 
@@ -114,13 +114,13 @@ static int write_all(struct stream *s, const uint8_t *p, size_t n, struct kv_err
 		if (w < 0 && (errno == EINTR))
 			continue;
 		if (w < 0 && errno == EAGAIN) {
-			int r = wait_fd(s, POLLOUT, err);
+			int r = wait_fd(s, POLLOUT, &s->werr, err);
 			if (r)
 				return r;
 			continue;
 		}
 		if (w <= 0)
-			return fail(s, err, w < 0 ? errno : EPIPE, "write: %s",
+			return fail(&s->werr, err, w < 0 ? errno : EPIPE, "write: %s",
 				    w < 0 ? strerror(errno) : "peer closed");
 		p += w;
 		n -= (size_t)w;
@@ -132,7 +132,7 @@ static int write_all(struct stream *s, const uint8_t *p, size_t n, struct kv_err
 
 int stream_flush(struct stream *s, struct kv_err *err)
 {
-	int r = sticky(s, err);
+	int r = sticky(&s->werr, err);
 
 	if (r)
 		return r;
@@ -174,14 +174,14 @@ int stream_begin(struct stream *s, uint16_t type, uint16_t flags, uint32_t len,
 		 struct kv_err *err)
 {
 	uint8_t hdr[STREAM_HDR_SIZE];
-	int r = sticky(s, err);
+	int r = sticky(&s->werr, err);
 
 	if (r)
 		return r;
 	if (s->in_record)
-		return fail(s, err, EINVAL, "record %u begun inside another", type);
+		return fail(&s->werr, err, EINVAL, "record %u begun inside another", type);
 	if (len > s->max_record)
-		return fail(s, err, EMSGSIZE, "record of %u bytes exceeds the %zu limit", len,
+		return fail(&s->werr, err, EMSGSIZE, "record of %u bytes exceeds the %zu limit", len,
 			    s->max_record);
 	st_put16(hdr, type);
 	st_put16(hdr + 2, flags);
@@ -194,12 +194,12 @@ int stream_begin(struct stream *s, uint16_t type, uint16_t flags, uint32_t len,
 
 int stream_append(struct stream *s, const void *data, size_t n, struct kv_err *err)
 {
-	int r = sticky(s, err);
+	int r = sticky(&s->werr, err);
 
 	if (r)
 		return r;
 	if (!s->in_record || n > s->rec_len)
-		return fail(s, err, EINVAL, "record payload longer than announced");
+		return fail(&s->werr, err, EINVAL, "record payload longer than announced");
 	s->rec_len -= (uint32_t)n;
 	return wbuf_put(s, data, n, true, err);
 }
@@ -207,12 +207,12 @@ int stream_append(struct stream *s, const void *data, size_t n, struct kv_err *e
 int stream_end(struct stream *s, struct kv_err *err)
 {
 	uint8_t tr[STREAM_TRAILER_SIZE];
-	int r = sticky(s, err);
+	int r = sticky(&s->werr, err);
 
 	if (r)
 		return r;
 	if (!s->in_record || s->rec_len)
-		return fail(s, err, EINVAL, "record payload shorter than announced");
+		return fail(&s->werr, err, EINVAL, "record payload shorter than announced");
 	s->in_record = false;
 	st_put64(tr, XXH3_64bits_digest(s->hash));
 	return wbuf_put(s, tr, sizeof(tr), false, err);
@@ -242,17 +242,17 @@ static int read_exact(struct stream *s, uint8_t *p, size_t n, bool eof_ok,
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && errno == EAGAIN) {
-			int e = wait_fd(s, POLLIN, err);
+			int e = wait_fd(s, POLLIN, &s->rerr, err);
 			if (e)
 				return e;
 			continue;
 		}
 		if (r < 0)
-			return fail(s, err, errno, "read: %s", strerror(errno));
+			return fail(&s->rerr, err, errno, "read: %s", strerror(errno));
 		if (r == 0) {
 			if (eof_ok && got == 0)
-				return fail(s, err, ECONNRESET, "end of stream");
-			return fail(s, err, EPIPE, "stream truncated (%zu of %zu bytes)", got, n);
+				return fail(&s->rerr, err, ECONNRESET, "end of stream");
+			return fail(&s->rerr, err, EPIPE, "stream truncated (%zu of %zu bytes)", got, n);
 		}
 		got += (size_t)r;
 		s->bytes_in += (uint64_t)r;
@@ -264,7 +264,7 @@ int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err)
 {
 	uint8_t hdr[STREAM_HDR_SIZE];
 	uint64_t want, got;
-	int r = sticky(s, err);
+	int r = sticky(&s->rerr, err);
 
 	if (r)
 		return r;
@@ -274,10 +274,10 @@ int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err)
 	rec->flags = st_get16(hdr + 2);
 	rec->len = st_get32(hdr + 4);
 	if (rec->len > s->max_record)
-		return fail(s, err, EMSGSIZE, "record type %u claims %u bytes; the limit is %zu",
+		return fail(&s->rerr, err, EMSGSIZE, "record type %u claims %u bytes; the limit is %zu",
 			    rec->type, rec->len, s->max_record);
 	if (rec->flags & ~STREAM_KNOWN_FLAGS)
-		return fail(s, err, EBADMSG, "record type %u has unknown flags 0x%x", rec->type,
+		return fail(&s->rerr, err, EBADMSG, "record type %u has unknown flags 0x%x", rec->type,
 			    rec->flags);
 	if ((r = read_exact(s, s->rbuf, rec->len + STREAM_TRAILER_SIZE, false, err)))
 		return r;
@@ -287,7 +287,7 @@ int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err)
 	want = XXH3_64bits_digest(s->rhash);
 	got = st_get64(s->rbuf + rec->len);
 	if (want != got)
-		return fail(s, err, EBADMSG, "record type %u (%u bytes): checksum mismatch",
+		return fail(&s->rerr, err, EBADMSG, "record type %u (%u bytes): checksum mismatch",
 			    rec->type, rec->len);
 	rec->payload = s->rbuf;
 	return 0;

@@ -49,8 +49,12 @@ struct stream {
 	size_t rcap;
 
 	uint64_t bytes_out, bytes_in;
-	int error;		/* sticky negative errno, 0 = fine */
-	char errmsg[KV_ERR_MAX];
+	/* Sticky errors, one per direction: after a bad record is read we can
+	 * still tell the peer why we stop. */
+	struct stream_error {
+		int code;	/* negative errno, 0 = fine */
+		char msg[KV_ERR_MAX];
+	} werr, rerr;
 };
 
 struct stream_rec {
