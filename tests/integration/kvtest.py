@@ -623,11 +623,14 @@ class VMM:
     """One ``kvmove run`` process in the harness's temporary directory."""
 
     def __init__(self, harness, name="kvtest", mem="1G", cpus=1, append="",
-                 kernel=None, extra=(), control=True, incoming=None, restore=None):
+                 kernel=None, extra=(), control=True, incoming=None, restore=None,
+                 netns=None):
         """A VMM booting kernel (default: the test guest); or, with
         incoming="tcp:HOST:PORT", a migration destination; or, with
         restore=FILE, one restoring a saved VM (the VM's size comes from
-        the source then)."""
+        the source then).  netns: run it inside that network namespace (a
+        "host" of scripts/kvmove-cluster.sh); its control socket and files
+        stay reachable from here."""
         self.h = harness
         self.name = name
         self.dir = os.path.join(harness.tmpdir, name)
@@ -647,6 +650,8 @@ class VMM:
         if self.control:
             self.argv += ["--control", self.control]
         self.argv += list(extra)
+        if netns:
+            self.argv = ["ip", "netns", "exec", netns] + self.argv
         open(self.console_path, "wb").close()
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
