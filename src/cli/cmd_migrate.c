@@ -44,6 +44,8 @@ static void usage(FILE *f)
 	      "                         default), force (switch over anyway: longer\n"
 	      "                         downtime) or fail (give up; the VM stays here)\n"
 	      "  -k, --check-only       only run the destination's preflight checks\n"
+	      "  -q, --quick            quick migration (needs --via): the VM pauses, is\n"
+	      "                         saved and restored; downtime grows with its RAM\n"
 	      "  -V, --via DIR          quick migration through shared storage instead:\n"
 	      "                         after the preflight, pause the VM, save it into\n"
 	      "                         DIR (which the destination must see at the same\n"
@@ -114,6 +116,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "policy", required_argument, NULL, 'p' },
 		{ "check-only", no_argument, NULL, 'k' },
 		{ "via", required_argument, NULL, 'V' },
+		{ "quick", no_argument, NULL, 'q' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
@@ -123,11 +126,12 @@ int cmd_migrate(int argc, char **argv)
 				   .timeout_ms = 10000 };
 	json_t *args = json_object();
 	long long v;
+	bool quick = false;
 	int ch, code = KV_EXIT_USAGE;
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:kV:jt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:kV:qjt:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o.control = optarg;
@@ -174,6 +178,9 @@ int cmd_migrate(int argc, char **argv)
 			o.via = true;
 			break;
 		}
+		case 'q':
+			quick = true;	/* spelled out for readers; --via is what selects it */
+			break;
 		case 'j':
 			o.json = true;
 			break;
@@ -205,6 +212,11 @@ int cmd_migrate(int argc, char **argv)
 	if (!o.control || !o.target) {
 		fprintf(stderr, "kvmove migrate: --control SOCKET and --to tcp:HOST:PORT are "
 			"required\n");
+		goto usage;
+	}
+	if (quick && !o.via) {
+		fprintf(stderr, "kvmove migrate: --quick needs --via DIR (a shared directory "
+			"both hosts see)\n");
 		goto usage;
 	}
 	if (!valid_tcp_uri(o.target)) {
