@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import kvtest
@@ -47,6 +48,24 @@ def wait_fdb(h, cluster, prefix, port, timeout=10):
         time.sleep(0.05)
     raise kvtest.TestFailure("the VM network switch has %s on %r, expected %r"
                              % (MAC, fdb_port(cluster, prefix), port))
+
+
+class FdbWatch(threading.Thread):
+    """Polls the VM network switch's table and notes (monotonic) when MAC
+    first shows up on port."""
+
+    def __init__(self, cluster, prefix, port):
+        super().__init__(daemon=True)
+        self.args = (cluster, prefix, port)
+        self.when = None
+        self.stop = False
+
+    def run(self):
+        cluster, prefix, port = self.args
+        while not self.stop and self.when is None:
+            if fdb_port(cluster, prefix) == port:
+                self.when = kvtest.now()
+            time.sleep(0.005)
 
 
 def test(h):
@@ -101,13 +120,18 @@ def test(h):
                               text=True)
     h.procs.append(pinger)
     time.sleep(1.0)
+    watch = FdbWatch(cluster, prefix, prefix + "2vm")
+    watch.start()
     run = src.migrate("tcp:10.20.0.2:%d" % port)
     h.log(run.summary())
     kvtest.check_migrated(src, dst, run, wss=256 << 20)
-    t_done = time.time()
     wait_fdb(h, cluster, prefix, prefix + "2vm")
-    h.log("after: the switch learned %s on %s (%.0f ms after the migration returned)"
-          % (MAC, fdb_port(cluster, prefix), (time.time() - t_done) * 1000))
+    watch.join(timeout=kvtest.scaled(10))
+    watch.stop = True
+    first = dst.console.snapshot()
+    check(first and watch.when, "no destination output or no table change seen")
+    h.log("after: the switch learned %s on %s %.0f ms after the guest's first output on "
+          "the destination" % (MAC, fdb_port(cluster, prefix), (watch.when - first[0][0]) * 1000))
     time.sleep(1.0)
     pinger.send_signal(signal.SIGINT)
     out, _ = pinger.communicate(timeout=10)
