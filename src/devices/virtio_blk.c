@@ -148,40 +148,22 @@ static uint8_t handle(struct vblk *b, struct vq_elem *e, uint32_t *written)
 	return VIRTIO_BLK_S_UNSUPP;
 }
 
+static int blk_request(struct virtio_dev *vd, struct vq_elem *e, uint32_t *written)
+{
+	uint8_t status;
+
+	if (e->in_bytes < 1)
+		return -EINVAL;	/* no room for the status byte */
+	status = handle(vblk_of(vd), e, written);
+	/* the status byte is the last byte of the writable part */
+	vq_copy_to_in(&vd->dev.vm->mem, e, e->in_bytes - 1, &status, 1);
+	*written += 1;
+	return 0;
+}
+
 static void blk_notify(struct virtio_dev *vd, unsigned q)
 {
-	struct vblk *b = vblk_of(vd);
-	struct guest_mem *mem = &vd->dev.vm->mem;
-	struct vq_elem *e = malloc(sizeof(*e));
-	struct vq_state *vq = &vd->st.q[q];
-	struct kv_err err;
-	bool any = false;
-	int r;
-
-	if (!e)
-		return;
-	while ((r = vq_pop(mem, vq, e, &err)) == 1) {
-		uint32_t written;
-		uint8_t status;
-
-		if (e->in_bytes < 1) {
-			virtio_set_broken(vd, "block request without a status byte");
-			break;
-		}
-		status = handle(b, e, &written);
-		/* the status byte is the last byte of the writable part */
-		vq_copy_to_in(mem, e, e->in_bytes - 1, &status, 1);
-		if (vq_push(mem, vq, e, written + 1, &err)) {
-			virtio_set_broken(vd, err.msg);
-			break;
-		}
-		any = true;
-	}
-	if (r < 0)
-		virtio_set_broken(vd, err.msg);
-	if (any && vq_wants_interrupt(mem, vq))
-		virtio_notify_queue(vd, q);
-	free(e);
+	virtio_serve_queue(vd, q, blk_request);
 }
 
 static int blk_lock(struct vblk *b, struct kv_err *err)

@@ -50,6 +50,7 @@ struct vnet {
 	struct timespec announce_at;
 	size_t pending_len;
 	uint8_t pending[NET_HDR + MAX_FRAME];	/* a frame waiting for rx buffers */
+	uint8_t txframe[MAX_FRAME];		/* transmit scratch (vd.lock held) */
 	uint64_t rx_frames, tx_frames, rx_dropped, announces;
 };
 
@@ -91,80 +92,49 @@ static void kick_rx_thread(struct vnet *n)
 	}
 }
 
-static void net_tx(struct vnet *n, struct vq_state *vq, struct guest_mem *mem)
+/* One frame from the guest to the TAP. */
+static int net_tx(struct virtio_dev *vd, struct vq_elem *e, uint32_t *written)
 {
-	struct vq_elem *e = malloc(sizeof(*e));
-	uint8_t *frame = malloc(MAX_FRAME);
-	struct kv_err err;
-	bool any = false;
-	int r;
+	struct vnet *n = vnet_of(vd);
+	size_t len;
 
-	if (!e || !frame)
-		goto out;
-	while ((r = vq_pop(mem, vq, e, &err)) == 1) {
-		size_t len = vq_copy_from_out(e, NET_HDR, frame, MAX_FRAME);
-		if (e->out_bytes > NET_HDR && e->out_bytes - NET_HDR <= MAX_FRAME &&
-		    write(n->tap, frame, len) == (ssize_t)len)
-			n->tx_frames++;
-		/* a full TAP queue drops the frame, like a congested wire */
-		if (vq_push(mem, vq, e, 0, &err)) {
-			r = -EIO;
-			break;
-		}
-		any = true;
-	}
-	if (r < 0)
-		virtio_set_broken(&n->vd, err.msg);
-	if (any && vq_wants_interrupt(mem, vq))
-		virtio_notify_queue(&n->vd, Q_TX);
-out:
-	free(e);
-	free(frame);
+	if (e->out_bytes <= NET_HDR || e->out_bytes - NET_HDR > MAX_FRAME)
+		return 0;	/* not a frame: consumed and dropped */
+	len = vq_copy_from_out(e, NET_HDR, n->txframe, MAX_FRAME);
+	/* a full TAP queue drops the frame, like a congested wire */
+	if (write(n->tap, n->txframe, len) == (ssize_t)len)
+		n->tx_frames++;
+	return 0;
 }
 
-static void net_ctrl(struct vnet *n, struct vq_state *vq, struct guest_mem *mem)
+/* One control-queue command: announce acknowledgements, RX/MAC filters. */
+static int net_ctrl(struct virtio_dev *vd, struct vq_elem *e, uint32_t *written)
 {
-	struct vq_elem *e = malloc(sizeof(*e));
-	struct kv_err err;
-	bool any = false;
-	int r;
+	uint8_t cmd[2] = { 0xff, 0xff }, ack = VIRTIO_NET_ERR;
 
-	if (!e)
-		return;
-	while ((r = vq_pop(mem, vq, e, &err)) == 1) {
-		uint8_t cmd[2] = { 0xff, 0xff }, ack = VIRTIO_NET_ERR;
-		if (vq_copy_from_out(e, 0, cmd, 2) == 2 && e->in_bytes >= 1) {
-			if (cmd[0] == VIRTIO_NET_CTRL_ANNOUNCE &&
-			    cmd[1] == VIRTIO_NET_CTRL_ANNOUNCE_ACK) {
-				set_net_status(&n->vd, net_status(&n->vd) & ~VIRTIO_NET_S_ANNOUNCE);
-				ack = VIRTIO_NET_OK;
-			} else if (cmd[0] == VIRTIO_NET_CTRL_RX || cmd[0] == VIRTIO_NET_CTRL_MAC) {
-				ack = VIRTIO_NET_OK;	/* the TAP passes everything anyway */
-			}
-			vq_copy_to_in(mem, e, e->in_bytes - 1, &ack, 1);
+	if (e->in_bytes < 1)
+		return -EINVAL;
+	if (vq_copy_from_out(e, 0, cmd, 2) == 2) {
+		if (cmd[0] == VIRTIO_NET_CTRL_ANNOUNCE && cmd[1] == VIRTIO_NET_CTRL_ANNOUNCE_ACK) {
+			set_net_status(vd, net_status(vd) & ~VIRTIO_NET_S_ANNOUNCE);
+			ack = VIRTIO_NET_OK;
+		} else if (cmd[0] == VIRTIO_NET_CTRL_RX || cmd[0] == VIRTIO_NET_CTRL_MAC) {
+			ack = VIRTIO_NET_OK;	/* the TAP passes everything anyway */
 		}
-		if (vq_push(mem, vq, e, 1, &err)) {
-			r = -EIO;
-			break;
-		}
-		any = true;
 	}
-	if (r < 0)
-		virtio_set_broken(&n->vd, err.msg);
-	if (any && vq_wants_interrupt(mem, vq))
-		virtio_notify_queue(&n->vd, Q_CTRL);
-	free(e);
+	vq_copy_to_in(&vd->dev.vm->mem, e, e->in_bytes - 1, &ack, 1);
+	*written = 1;
+	return 0;
 }
 
 static void net_notify(struct virtio_dev *vd, unsigned q)
 {
 	struct vnet *n = vnet_of(vd);
-	struct guest_mem *mem = &vd->dev.vm->mem;
 
 	if (q == Q_TX)
-		net_tx(n, &vd->st.q[q], mem);
+		virtio_serve_queue(vd, q, net_tx);
 	else if (q == Q_CTRL)
-		net_ctrl(n, &vd->st.q[q], mem);
+		virtio_serve_queue(vd, q, net_ctrl);
 	else if (q == Q_RX && n->rx_pending)
 		kick_rx_thread(n);	/* new receive buffers for a waiting frame */
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/vm.h"
@@ -147,6 +148,35 @@ void virtio_set_broken(struct virtio_dev *vd, const char *why)
 		vd->st.status |= VIRTIO_STATUS_NEEDS_RESET;
 		virtio_notify_config(vd);
 	}
+}
+
+void virtio_serve_queue(struct virtio_dev *vd, unsigned q, virtio_chain_fn fn)
+{
+	struct guest_mem *mem = &vd->dev.vm->mem;
+	struct vq_state *vq = &vd->st.q[q];
+	struct vq_elem *e = malloc(sizeof(*e));	/* ~2 KiB: not on a vCPU's stack */
+	struct kv_err err;
+	bool any = false;
+	int r;
+
+	if (!e)
+		return;
+	while ((r = vq_pop(mem, vq, e, &err)) == 1) {
+		uint32_t written = 0;
+
+		if ((r = fn(vd, e, &written)) < 0) {
+			kv_errf(&err, -r, "unusable request on queue %u", q);
+			break;
+		}
+		if ((r = vq_push(mem, vq, e, written, &err)) < 0)
+			break;
+		any = true;
+	}
+	if (r < 0)
+		virtio_set_broken(vd, err.msg);
+	if (any && vq_wants_interrupt(mem, vq))
+		virtio_notify_queue(vd, q);
+	free(e);
 }
 
 static void reset(struct virtio_dev *vd)

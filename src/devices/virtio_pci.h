@@ -89,6 +89,16 @@ void virtio_notify_config(struct virtio_dev *vd);
 void virtio_set_broken(struct virtio_dev *vd, const char *why);
 bool virtio_driver_ok(const struct virtio_dev *vd);
 
+/*
+ * Serve every chain the driver made available on queue q: fn handles one
+ * and says how many bytes it wrote into the chain's writable part (or
+ * returns a negative errno if the chain is unusable: the device is marked
+ * broken).  Each chain is returned to the used ring; one interrupt at the
+ * end if the driver wants it.  Lock held.
+ */
+typedef int (*virtio_chain_fn)(struct virtio_dev *vd, struct vq_elem *e, uint32_t *written);
+void virtio_serve_queue(struct virtio_dev *vd, unsigned q, virtio_chain_fn fn);
+
 /* Shared by every virtio device's dev_ops */
 extern const struct vmstate_desc virtio_vmstate;
 void *virtio_state_ptr(struct device *dev);
