@@ -15,7 +15,7 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: kvmove run --kernel ELF [options]\n"
+	fputs("usage: kvmove run --kernel FILE [options]\n"
 	      "\n"
 	      "Start one VM in this process and run it until it shuts down.\n"
 	      "\n"
@@ -23,10 +23,11 @@ static void usage(FILE *f)
 	      "  --mem SIZE           guest RAM, e.g. 512M, 4G (16M .. 1T; default 512M).\n"
 	      "                       RAM above 3 GiB is placed above 4 GiB (PCI hole).\n"
 	      "  --cpus N             vCPUs (1..64; default 1)\n"
-	      "  --kernel ELF         kernel to boot through the PVH entry point\n"
-	      "                       (XEN_ELFNOTE_PHYS32_ENTRY): the test guest, or\n"
-	      "                       Linux's vmlinux built with CONFIG_PVH\n"
-	      "  --initrd FILE        initial ramdisk (PVH module 0)\n"
+	      "  --kernel FILE        kernel to boot, by its type: an ELF through the PVH\n"
+	      "                       entry point (XEN_ELFNOTE_PHYS32_ENTRY: the test\n"
+	      "                       guest, or Linux's vmlinux built with CONFIG_PVH),\n"
+	      "                       or a Linux bzImage through its 64-bit boot protocol\n"
+	      "  --initrd FILE        initial ramdisk (PVH module 0, or the bzImage's)\n"
 	      "  --append CMDLINE     kernel command line (up to 4095 bytes)\n"
 	      "  --console PATH|stdio|none\n"
 	      "                       where the serial port (COM1, 0x3f8) writes; stdio\n"

@@ -180,39 +180,6 @@ static void complete_pending_io(struct vcpu *v)
 	v->need_completion = false;
 }
 
-static void report_internal_error(struct vcpu *v)
-{
-	struct kvm_regs regs;
-	struct kvm_sregs sregs;
-	char bytes[3 * 16 + 1] = "";
-	struct kvm_run *run = v->run;
-	unsigned cpl = 0;
-	uint64_t rip = 0;
-
-	if (ioctl(v->fd, KVM_GET_REGS, &regs) == 0)
-		rip = regs.rip;
-	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) == 0)
-		cpl = sregs.cs.selector & 3;
-	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
-	    run->internal.ndata >= 2) {
-		/* data[0] flags; with KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES
-		 * the byte count is in data[1] and the bytes follow. */
-		uint64_t n = run->internal.data[1] & 0xff;
-		const uint8_t *b = (const uint8_t *)&run->internal.data[2];
-		if (n > 15)
-			n = 15;
-		if (run->internal.ndata >= 2 + (n + 7) / 8)
-			for (uint64_t i = 0; i < n; i++)
-				snprintf(bytes + 3 * i, sizeof(bytes) - 3 * i, "%02x ", b[i]);
-	}
-	vm_request_shutdown(v->vm, VM_SHUTDOWN_ERROR, 1,
-			    "vCPU %u: KVM internal error, suberror %u%s at rip 0x%" PRIx64
-			    " cpl %u%s%s", v->id, run->internal.suberror,
-			    run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ?
-				    " (instruction emulation failed)" : "",
-			    rip, cpl, bytes[0] ? ", bytes " : "", bytes);
-}
-
 /* Handle one exit.  Returns false if the vCPU cannot go on. */
 static bool handle_exit(struct vcpu *v)
 {
@@ -254,8 +221,9 @@ static bool handle_exit(struct vcpu *v)
 				    run->system_event.type);
 		return false;
 	case KVM_EXIT_INTERNAL_ERROR:
-		report_internal_error(v);
-		return false;
+		/* emulate.c finishes INT3/FWAIT that a PVM host's emulator
+		 * refuses, and reports (and stops the VM on) anything else. */
+		return emu_internal_error(vm, v->id, v->fd, run);
 	case KVM_EXIT_FAIL_ENTRY:
 		vm_request_shutdown(vm, VM_SHUTDOWN_ERROR, 1,
 				    "vCPU %u: VM entry failed, reason 0x%llx", v->id,

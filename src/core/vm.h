@@ -20,6 +20,7 @@
 
 #include "common/err.h"
 #include "core/cpu_state.h"
+#include "core/emulate.h"
 #include "core/mem.h"
 #include "devices/bus.h"
 
@@ -101,6 +102,8 @@ struct vm {
 	unsigned throttle_pct;	/* auto-converge: read by vCPU threads */
 	bool throttle_on;
 	pthread_t throttle_thread;
+
+	struct emu_stats emu;	/* emulate.c: instructions finished for KVM */
 };
 
 /* What this host's KVM can offer a guest (malloc'ed; free it). */
@@ -115,6 +118,16 @@ int vm_add_device(struct vm *vm, struct device *dev, struct kv_err *err);
 /* Put the boot vCPU at a 32-bit PVH entry point with EBX = start_info. */
 int vm_setup_pvh_boot(struct vm *vm, uint32_t entry, uint32_t start_info,
 		      struct kv_err *err);
+
+/* Put the boot vCPU at a 64-bit entry (Linux's 64-bit boot protocol):
+ * long mode with paging on (cr3: identity map set up by the loader), the
+ * loader's GDT with a 64-bit code segment at cs and flat data at ds,
+ * interrupts off, RSI = rsi. */
+struct vm_boot64 {
+	uint64_t rip, rsi, cr3, gdt_base;
+	uint16_t gdt_limit, cs, ds;
+};
+int vm_setup_boot64(struct vm *vm, const struct vm_boot64 *b, struct kv_err *err);
 
 int vm_start(struct vm *vm, struct kv_err *err);
 /* Park every vCPU outside KVM_RUN (pending I/O completed). Idempotent. */

@@ -172,6 +172,23 @@ static int cmd_corrupt_page(void *opaque, json_t *args, json_t **ret, struct kv_
 }
 
 /* Debug: per-vCPU exit counts, and where each vCPU is while paused. */
+/* What core/emulate.c finished for KVM (PVM hosts only; always 0 on VMX/SVM). */
+static int cmd_query_emulation(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	struct vmm *vmm = opaque;
+	struct emu_stats st;
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
+	emu_stats_get(vmm->vm, &st);
+	*ret = json_pack("{s:I, s:I, s:I}", "int3", (json_int_t)st.int3,
+			 "fwait", (json_int_t)st.fwait, "failures", (json_int_t)st.failures);
+	return 0;
+}
+
 static int cmd_query_vcpus(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
 {
 	struct vmm *vmm = opaque;
@@ -280,6 +297,8 @@ static const struct ctl_cmd commands[] = {
 	  "bandwidth (MiB/s), max-rounds, policy, check-only" },
 	{ "query-migrate", cmd_query_migrate, "status and stats of the last migration" },
 	{ "migrate_cancel", cmd_migrate_cancel, "cancel the migration; the VM stays here" },
+	{ "x-query-emulation", cmd_query_emulation,
+	  "instructions finished for KVM's emulator (int3, fwait) and failures" },
 	{ "x-query-vcpus", cmd_query_vcpus,
 	  "debug: per-vCPU exit counts; registers and mode while paused" },
 	{ "x-corrupt-page", cmd_corrupt_page,

@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "boot/bzimage.h"
+#include "boot/mptable.h"
 #include "boot/pvh.h"
 #include "common/file.h"
 #include "control/control.h"
@@ -70,11 +72,36 @@ static int open_console(struct vmm *vmm, struct kv_err *err)
 	return 0;
 }
 
+/* The kernel's file type picks the boot path: a bzImage ("HdrS", the
+ * 64-bit boot protocol) or an ELF with the PVH note (the test guest, a
+ * vmlinux).  Either way the MP table tells the guest about its CPUs and
+ * IOAPIC (docs/linux-guests.md). */
+static int boot_kernel(struct vm *vm, const uint8_t *kernel, size_t klen,
+		       const uint8_t *initrd, size_t ilen, const char *cmdline,
+		       struct kv_err *err)
+{
+	struct bz_boot bz;
+	struct pvh_boot pvh;
+	int r;
+
+	if (!bzimage_detect(kernel, klen)) {
+		if ((r = pvh_load(&vm->mem, kernel, klen, initrd, ilen, cmdline, &pvh, err)) ||
+		    (r = mptable_write(&vm->mem, vm->cfg.ncpus, err)))
+			return r;
+		return vm_setup_pvh_boot(vm, pvh.entry, pvh.start_info, err);
+	}
+	if ((r = bzimage_load(&vm->mem, kernel, klen, initrd, ilen, cmdline, &bz, err)) ||
+	    (r = mptable_write(&vm->mem, vm->cfg.ncpus, err)))
+		return r;
+	return vm_setup_boot64(vm, &(struct vm_boot64){
+		.rip = bz.entry, .rsi = bz.zero_page, .cr3 = bz.cr3, .gdt_base = bz.gdt_base,
+		.gdt_limit = bz.gdt_limit, .cs = BZ_BOOT_CS, .ds = BZ_BOOT_DS }, err);
+}
+
 static int load_kernel(struct vmm *vmm, struct kv_err *err)
 {
 	uint8_t *kernel = NULL, *initrd = NULL;
 	size_t klen = 0, ilen = 0;
-	struct pvh_boot boot;
 	int r;
 
 	r = file_read_all(vmm->opts.kernel, KERNEL_MAX, &kernel, &klen, err);
@@ -87,12 +114,9 @@ static int load_kernel(struct vmm *vmm, struct kv_err *err)
 			goto out;
 		}
 	}
-	r = pvh_load(&vmm->vm->mem, kernel, klen, initrd, ilen, vmm->opts.append, &boot, err);
-	if (r) {
+	r = boot_kernel(vmm->vm, kernel, klen, initrd, ilen, vmm->opts.append, err);
+	if (r)
 		kv_err_prefix(err, r, "%s", vmm->opts.kernel);
-		goto out;
-	}
-	r = vm_setup_pvh_boot(vmm->vm, boot.entry, boot.start_info, err);
 out:
 	free(kernel);
 	free(initrd);
