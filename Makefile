@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure check check-unit check-asan demo clean
+.PHONY: all deps configure check check-unit check-slow check-asan demo bench bench-smoke clean
 
 all: configure
 	cmake --build $(BUILD)
@@ -15,8 +15,12 @@ deps:
 configure: deps
 	@test -f $(BUILD)/build.ninja || cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
 
+# Everything but the slow tier (Linux guests: minutes each on PVM hosts).
 check: all
-	cd $(BUILD) && ctest --output-on-failure
+	cd $(BUILD) && ctest --output-on-failure -LE slow
+
+check-slow: all
+	cd $(BUILD) && ctest --output-on-failure -L slow
 
 check-unit: all
 	cd $(BUILD) && ctest --output-on-failure -L unit
@@ -30,6 +34,14 @@ check-asan: deps
 
 demo: all
 	@bash scripts/demo.sh $(BUILD)
+
+# kvmove vs QEMU migration benchmark (~1 h; not part of check): report in
+# bench/results/<timestamp>/ and docs/benchmarks.md.  bench-smoke: ~1 min.
+bench: all
+	python3 bench/run.py --build $(BUILD) $(BENCH_FLAGS)
+
+bench-smoke: all
+	python3 bench/run.py --build $(BUILD) --smoke $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

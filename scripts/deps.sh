@@ -10,6 +10,11 @@ PKGS=(
   libjansson-dev libxxhash-dev libzstd-dev liblz4-dev libcmocka-dev
   # tests: the peer VMM, and tools the integration tests use
   qemu-system-x86 python3 iproute2 procps iputils-ping
+  # Linux guests (guest/linux/, docs/linux-guests.md): Debian's kernel (in a
+  # container this only drops files in /boot and /lib/modules), busybox, and
+  # what the vmlinux and initramfs scripts use
+  linux-image-amd64 busybox-static kmod xz-utils libc6-dev
+  gnuplot-nox  # bench/: plots
 )
 
 missing=()

@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +132,8 @@ json_t *mig_query(struct migration *m)
 		      "total-time", (json_int_t)m->total_ms, "setup-time",
 		      (json_int_t)m->setup_ms, "ram", ram);
 	if ((m->status == MIG_COMPLETED && !m->p.check_only) || m->downtime_ms > 0)
-		json_object_set_new(o, "downtime", json_integer((json_int_t)m->downtime_ms));
+		/* whole ms like QMP, rounded up: a pause never reads as 0 */
+		json_object_set_new(o, "downtime", json_integer((json_int_t)ceil(m->downtime_ms)));
 	if (m->status == MIG_ACTIVE)
 		json_object_set_new(o, "expected-downtime",
 				    json_integer((json_int_t)m->expected_ms));
