@@ -20,7 +20,7 @@ import shutil
 import subprocess
 
 import kvtest
-from kvtest import TestFailure, check, now, scaled
+from kvtest import TestFailure, check, now
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.normpath(os.path.join(HERE, "..", "..", "guest", "linux"))

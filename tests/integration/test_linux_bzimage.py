@@ -18,7 +18,6 @@
 import os
 import random
 import re
-import subprocess
 
 import kvlinux
 import kvtest
@@ -88,13 +87,13 @@ def run_probe(h, probe, mem, name):
           % (f.get("size"), f.get("sum"), len(data), sum(data) & 0xffffffff))
     check(f.get("ramdisk", 0) % 4096 == 0 and f.get("ramdisk", 0) >= 0x200000,
           "initrd placed at 0x%x" % f.get("ramdisk", 0))
-    want = kvlinux.expected_e820(kvtest_mem_bytes(mem))
+    want = kvlinux.expected_e820(mem_bytes(mem))
     check(f["e820"] == want, "e820 %s, expected the VM's layout %s"
           % (kvlinux._fmt(f["e820"]), kvlinux._fmt(want)))
     check(f.get("mp") == "_MP_", "no MP floating pointer at 0xf0000: %r" % f.get("mp"))
 
 
-def kvtest_mem_bytes(mem):
+def mem_bytes(mem):
     units = {"M": 20, "G": 30}
     return int(mem[:-1]) << units[mem[-1]]
 
