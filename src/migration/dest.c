@@ -301,16 +301,18 @@ static int quick_restore(struct mig_incoming *in, struct stream *s, struct kv_er
 	in->file = copy;
 	r = run_file(in, err);
 	in->file = NULL;
-	if (!r)
-		unlink(copy);	/* an artifact of this hand-over: a stale VM image must
-				 * not linger where someone could restore it later */
-	free(copy);
 	if (r) {
+		free(copy);
 		mig_send_error(s, "restore", err->msg);
 		return r;
 	}
 	mig_send_json(s, MIG_REC_RESUMED, json_pack("{s:f}", "load-ms", in->load_ms), NULL);
 	stream_flush(s, NULL);
+	/* After RESUMED: removing a multi-GiB file is not downtime.  The image
+	 * is an artifact of this hand-over; a stale VM image must not linger
+	 * where someone could restore it later. */
+	unlink(copy);
+	free(copy);
 	return 0;
 }
 
