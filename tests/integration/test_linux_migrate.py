@@ -196,9 +196,10 @@ def test(h):
     wait_lines(rst, AFTER, timeout=300)
     h.log("restored VM continues: %s" % " | ".join(rst.console.tail(AFTER)))
 
-    # Let the reference get past the point the migrated guest reached.
+    # Let the reference get past the last switchover's window.
     lines = joined(src, dst, rst)
-    wait_lines(ref, len(lines) + 2, timeout=300)
+    last_switch = next(i for i, l in enumerate(lines) if l[3] == 2)
+    wait_lines(ref, last_switch + 2 * WINDOW + 5, timeout=300)
     ref_lines = joined(ref)
 
     check_order(lines, ref_lines, "the migrated guest's console")
