@@ -61,10 +61,12 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	m->ev_opaque = ev_opaque;
 	m->fd = -1;
 	m->t_start = src_now_ms();
+	pthread_mutex_init(&m->ev_mu, NULL);
 	pthread_mutex_init(&m->mu, NULL);
 	r = pthread_create(&m->thread, NULL, source_main, m);
 	if (r) {
 		pthread_mutex_destroy(&m->mu);
+		pthread_mutex_destroy(&m->ev_mu);
 		free(m);
 		return kv_errf_sys(err, r, "starting the migration thread");
 	}
@@ -75,7 +77,9 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 int mig_cancel(struct migration *m, struct kv_err *err)
 {
 	int r = 0;
+	int fd = -1;
 
+	pthread_mutex_lock(&m->ev_mu);
 	pthread_mutex_lock(&m->mu);
 	if (m->finished || m->status == MIG_COMPLETED || m->status == MIG_FAILED ||
 	    m->status == MIG_CANCELLED || m->status == MIG_INDETERMINATE)
@@ -85,12 +89,16 @@ int mig_cancel(struct migration *m, struct kv_err *err)
 	else {
 		__atomic_store_n(&m->cancel, 1, __ATOMIC_RELEASE);
 		m->status = MIG_CANCELLING;
-		if (m->fd >= 0)
-			shutdown(m->fd, SHUT_RDWR);	/* wake blocked I/O */
+		fd = m->fd;
 	}
 	pthread_mutex_unlock(&m->mu);
+	/* The event goes out before the thread can be woken to say
+	 * "cancelled"; ev_mu keeps its own status change behind this one. */
 	if (!r && m->ev)
 		m->ev(m->ev_opaque, "MIGRATION", json_pack("{s:s}", "status", "cancelling"));
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);	/* wake blocked I/O */
+	pthread_mutex_unlock(&m->ev_mu);
 	return r;
 }
 
@@ -163,6 +171,7 @@ void mig_destroy(struct migration *m)
 	pthread_join(m->thread, NULL);
 	json_decref(m->preflight);
 	pthread_mutex_destroy(&m->mu);
+	pthread_mutex_destroy(&m->ev_mu);
 	free(m);
 }
 

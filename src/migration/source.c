@@ -62,11 +62,13 @@ const char *mig_status_name(enum mig_status st)
 
 void src_set_status(struct migration *m, enum mig_status st)
 {
+	pthread_mutex_lock(&m->ev_mu);
 	pthread_mutex_lock(&m->mu);
 	/* a cancel request wins over progress reports until the thread acts on it */
 	if (m->status == MIG_CANCELLING && st != MIG_CANCELLED && st != MIG_FAILED &&
 	    st != MIG_COMPLETED && st != MIG_INDETERMINATE) {
 		pthread_mutex_unlock(&m->mu);
+		pthread_mutex_unlock(&m->ev_mu);
 		return;
 	}
 	m->status = st;
@@ -80,6 +82,7 @@ void src_set_status(struct migration *m, enum mig_status st)
 			json_object_set_new(data, "stats", mig_query(m));
 		m->ev(m->ev_opaque, "MIGRATION", data);
 	}
+	pthread_mutex_unlock(&m->ev_mu);
 }
 
 /* Copy the thread's counters where query-migrate can see them. */

@@ -28,6 +28,10 @@ struct migration {
 	pthread_t thread;
 	int cancel;		/* atomic: set by mig_cancel */
 
+	/* Held across a status change and its MIGRATION event, so that events
+	 * arrive in the order the states were entered (cancelling before
+	 * cancelled).  Taken before mu; event handlers never call back in. */
+	pthread_mutex_t ev_mu;
 	pthread_mutex_t mu;	/* guards everything below */
 	enum mig_status status;
 	bool finished, go_sent;
