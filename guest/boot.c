@@ -62,18 +62,25 @@ uint32_t ap_hw_limit;
 uint64_t lapic_phys;
 bool lapic_x2apic;
 
+void idt_set_gate(unsigned v, void *handler)
+{
+	uint64_t a = handler ? (uint64_t)(uintptr_t)handler :
+			       (uint64_t)(uintptr_t)isr_stubs + v * ISR_STUB_SIZE;
+	/* NMI, double fault, machine check get a known-good stack (IST1) */
+	uint64_t ist = (v == 2 || v == 8 || v == 18) ? 1 : 0;
+
+	if (v >= 32)
+		return;
+	idt[2 * v] = (a & 0xffff) | (uint64_t)SEL_KCODE64 << 16 | ist << 32 |
+		     0x8eULL << 40 |		/* present, DPL 0, interrupt gate */
+		     ((a >> 16) & 0xffff) << 48;
+	idt[2 * v + 1] = a >> 32;
+}
+
 static void idt_init(void)
 {
-	for (uint64_t v = 0; v < 32; v++) {
-		uint64_t a = (uint64_t)(uintptr_t)isr_stubs + v * ISR_STUB_SIZE;
-		/* NMI, double fault, machine check get a known-good stack (IST1) */
-		uint64_t ist = (v == 2 || v == 8 || v == 18) ? 1 : 0;
-
-		idt[2 * v] = (a & 0xffff) | (uint64_t)SEL_KCODE64 << 16 | ist << 32 |
-			     0x8eULL << 40 |		/* present, DPL 0, interrupt gate */
-			     ((a >> 16) & 0xffff) << 48;
-		idt[2 * v + 1] = a >> 32;
-	}
+	for (unsigned v = 0; v < 32; v++)
+		idt_set_gate(v, NULL);
 }
 
 /* This CPU's TSS (stacks for CPL 3 -> 0 transitions), GDT slot, IDT. */
@@ -113,6 +120,16 @@ void boot_cpu0(void)
 	clock_cpl0_enable(0);
 	idt_init();
 	cpu_tables_load(0);
+	if (boot_start_info) {
+		const struct hvm_start_info *si =
+			(const struct hvm_start_info *)(uintptr_t)boot_start_info;
+
+		unsigned level = si->magic == HVM_START_MAGIC && si->cmdline_paddr ?
+			emutest_wanted((const char *)(uintptr_t)si->cmdline_paddr) : 0;
+
+		if (level)
+			emutest_run(level);
+	}
 	apic = rdmsr(MSR_APIC_BASE);
 	lapic_phys = apic & 0x000ffffffffff000ULL;
 	lapic_x2apic = (apic & APIC_BASE_X2APIC) != 0;

@@ -29,6 +29,13 @@ extern uint64_t gdt[GDT_SLOTS];
 __attribute__((noreturn)) void boot_cpu0(void);
 __attribute__((noreturn)) void boot_ap(unsigned hw);
 
+/* boot.c: point exception vector v at handler (NULL: its reporting stub) */
+void idt_set_gate(unsigned v, void *handler);
+
+/* emutest.c: INT3, FWAIT (emutest=1), and POPCNT (emutest=2) at CPL 0 */
+unsigned emutest_wanted(const char *cmdline);
+void emutest_run(unsigned level);
+
 /* Left for CPL 3 by boot_cpu0 */
 extern uint64_t lapic_phys;		/* local APIC MMIO base */
 extern bool lapic_x2apic;		/* x2APIC mode: no MMIO, we can't do SMP from CPL 3 */

@@ -2,7 +2,8 @@
  * isr.S - the 32 exception vectors. Each stub pushes a dummy error code
  * where the CPU pushes none, then its vector number, saves the general
  * registers and calls exception_report(frame), which prints one
- * EXCEPTION line and halts this CPU. Nothing ever returns here.
+ * EXCEPTION line and halts this CPU. Nothing ever returns here, except
+ * from isr_bp (below).
  */
 #include "layout.h"
 
@@ -57,6 +58,19 @@ isr_stubs:
 	STUB 29, 1
 	STUB 30, 1
 	STUB 31, 0
+
+/*
+ * isr_bp - #BP for emutest.c only (installed on vector 3 while it runs):
+ * note the RIP the CPU pushed (a trap: just past the INT3), count, return.
+ */
+	.globl isr_bp
+isr_bp:
+	pushq %rax
+	movq 8(%rsp), %rax
+	movq %rax, emutest_bp_rip(%rip)
+	incq emutest_bp_count(%rip)
+	popq %rax
+	iretq
 
 isr_common:
 	pushq %rax
