@@ -77,7 +77,6 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 int mig_cancel(struct migration *m, struct kv_err *err)
 {
 	int r = 0;
-	int fd = -1;
 
 	pthread_mutex_lock(&m->ev_mu);
 	pthread_mutex_lock(&m->mu);
@@ -89,15 +88,19 @@ int mig_cancel(struct migration *m, struct kv_err *err)
 	else {
 		__atomic_store_n(&m->cancel, 1, __ATOMIC_RELEASE);
 		m->status = MIG_CANCELLING;
-		fd = m->fd;
 	}
 	pthread_mutex_unlock(&m->mu);
 	/* The event goes out before the thread can be woken to say
 	 * "cancelled"; ev_mu keeps its own status change behind this one. */
 	if (!r && m->ev)
 		m->ev(m->ev_opaque, "MIGRATION", json_pack("{s:s}", "status", "cancelling"));
-	if (fd >= 0)
-		shutdown(fd, SHUT_RDWR);	/* wake blocked I/O */
+	if (!r) {
+		/* under mu: the thread closes m->fd under it, so it is ours here */
+		pthread_mutex_lock(&m->mu);
+		if (m->fd >= 0)
+			shutdown(m->fd, SHUT_RDWR);	/* wake blocked I/O */
+		pthread_mutex_unlock(&m->mu);
+	}
 	pthread_mutex_unlock(&m->ev_mu);
 	return r;
 }
