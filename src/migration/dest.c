@@ -126,15 +126,18 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 	if (!rx)
 		return kv_errf(err, ENOMEM, "receive state");
 	for (;;) {
-		r = stream_read(s, &rec, err);
+		r = stream_read_head(s, &rec, err);
 		if (r == -ECONNRESET)
 			r = kv_errf(err, ECONNRESET, "the source closed the stream before "
 				    "sending all state");
+		/* RAM goes straight into guest memory; the rest is read whole */
+		if (!r && rec.type != MIG_REC_RAM)
+			r = stream_read_body(s, &rec, err);
 		if (r)
 			break;
 		switch (rec.type) {
 		case MIG_REC_RAM:
-			r = ram_apply(in->vm, rec.payload, rec.len, &in->pages, err);
+			r = ram_receive(in->vm, s, &rec, &in->pages, err);
 			break;
 		case MIG_REC_ROUND:
 			break;

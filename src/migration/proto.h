@@ -13,7 +13,7 @@
 #include "state/stream.h"
 
 #define MIG_PROTOCOL "kvmove-migration"
-#define MIG_VERSION 1
+#define MIG_VERSION 2
 #define MIG_MAX_RECORD (2u << 20)	/* a RAM batch plus headroom */
 #define MIG_MAX_JSON (256u << 10)	/* handshake/config records */
 #define MIG_RAM_BATCH 256		/* pages per RAM record at most */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/uio.h>
 
 #include "core/vm.h"
 #include "migration/proto.h"
@@ -32,23 +33,25 @@ static bool page_is_zero(const uint8_t *p)
 
 static int flush_batch(struct ram_sender *rs, struct batch *b, struct kv_err *err)
 {
-	uint8_t hdr[ENTRY_HDR];
-	uint32_t len = 4;
+	uint8_t head[4 + ENTRY_HDR * MIG_RAM_BATCH];
+	uint32_t len = 4 + ENTRY_HDR * b->n;
 	int r;
 
 	if (!b->n)
 		return 0;
-	for (unsigned i = 0; i < b->n; i++)
-		len += ENTRY_HDR + (b->zero[i] ? 0 : (uint32_t)MEM_PAGE_SIZE);
+	/* count, every entry's header, then the data of the non-zero pages in
+	 * entry order: the receiver reads those straight into guest memory */
+	st_put32(head, b->n);
+	for (unsigned i = 0; i < b->n; i++) {
+		st_put64(head + 4 + ENTRY_HDR * i, b->gpa[i] | (b->zero[i] ? MIG_PAGE_ZERO : 0));
+		if (!b->zero[i])
+			len += (uint32_t)MEM_PAGE_SIZE;
+	}
 	if ((r = stream_begin(rs->s, MIG_REC_RAM, STREAM_F_MANDATORY, len, err)))
 		return r;
-	st_put32(hdr, b->n);
-	if ((r = stream_append(rs->s, hdr, 4, err)))
+	if ((r = stream_append(rs->s, head, 4 + ENTRY_HDR * b->n, err)))
 		return r;
 	for (unsigned i = 0; i < b->n; i++) {
-		st_put64(hdr, b->gpa[i] | (b->zero[i] ? MIG_PAGE_ZERO : 0));
-		if ((r = stream_append(rs->s, hdr, ENTRY_HDR, err)))
-			return r;
 		if (!b->zero[i]) {
 			if ((r = stream_append(rs->s, b->hva[i], MEM_PAGE_SIZE, err)))
 				return r;
@@ -196,77 +199,156 @@ uint64_t ram_dirty_count(const struct ram_sender *rs)
 	return n;
 }
 
+/* One RAM record's entries, checked: where each page goes. */
+struct ram_plan {
+	uint32_t count, ndata;
+	uint64_t gpa[MIG_RAM_BATCH];
+	uint8_t *hva[MIG_RAM_BATCH];
+	bool zero[MIG_RAM_BATCH];
+};
+
+static int plan_count(const uint8_t *p, uint32_t len, struct ram_plan *pl, struct kv_err *err)
+{
+	if (len < 4)
+		return kv_errf(err, EBADMSG, "RAM record truncated");
+	pl->count = st_get32(p);
+	if (pl->count == 0 || pl->count > MIG_RAM_BATCH)
+		return kv_errf(err, EBADMSG, "RAM record with %u pages (1..%d allowed)", pl->count,
+			       MIG_RAM_BATCH);
+	if ((len - 4) / ENTRY_HDR < pl->count)
+		return kv_errf(err, EBADMSG, "RAM record truncated in its entries (%u bytes for "
+			       "%u pages)", len, pl->count);
+	return 0;
+}
+
+/* Check every entry (e: count * 8 bytes) and that the record's length is
+ * exactly the entries plus the data they announce. */
+static int plan_entries(struct vm *vm, const uint8_t *e, uint32_t len, struct ram_plan *pl,
+			struct kv_err *err)
+{
+	uint64_t want;
+
+	pl->ndata = 0;
+	for (uint32_t i = 0; i < pl->count; i++) {
+		uint64_t v = st_get64(e + ENTRY_HDR * i);
+		uint64_t flags = v & (MEM_PAGE_SIZE - 1), gpa = v & ~(MEM_PAGE_SIZE - 1);
+
+		if (flags & ~(uint64_t)MIG_PAGE_FLAGS)
+			return kv_errf(err, EBADMSG, "RAM page 0x%" PRIx64 " has unknown flags "
+				       "0x%" PRIx64, gpa, flags);
+		pl->hva[i] = mem_gpa_to_hva(&vm->mem, gpa, MEM_PAGE_SIZE);
+		if (!pl->hva[i])
+			return kv_errf(err, EBADMSG, "RAM page at 0x%" PRIx64 " is outside the "
+				       "VM's memory", gpa);
+		pl->gpa[i] = gpa;
+		pl->zero[i] = flags & MIG_PAGE_ZERO;
+		pl->ndata += !pl->zero[i];
+	}
+	want = 4 + (uint64_t)ENTRY_HDR * pl->count + (uint64_t)pl->ndata * MEM_PAGE_SIZE;
+	if (len != want)
+		return kv_errf(err, EBADMSG, "RAM record of %u bytes, but its %u entries (%u with "
+			       "data) need %" PRIu64, len, pl->count, pl->ndata, want);
+	return 0;
+}
+
 /*
  * A fresh destination's memory is all holes: letting the copy fault every
  * 4 KiB page in costs a third of the receiver's time.  Populate each run of
- * consecutive pages of a batch in one call instead.  Only a hint: errors
- * (older kernels without MADV_POPULATE_WRITE) just leave the faults.
+ * consecutive data pages in one call instead.  Only a hint: errors (older
+ * kernels without MADV_POPULATE_WRITE) just leave the faults.
  */
-static void populate_runs(struct vm *vm, const uint8_t *p, uint32_t count, uint32_t len)
+static void populate_runs(struct vm *vm, const struct ram_plan *pl)
 {
 	uint64_t run_start = 0, run_end = 0;
-	uint32_t pos = 4;
 
-	for (uint32_t i = 0; i < count && len - pos >= ENTRY_HDR; i++) {
-		uint64_t v = st_get64(p + pos), gpa = v & ~(MEM_PAGE_SIZE - 1);
-		pos += ENTRY_HDR + ((v & MIG_PAGE_ZERO) ? 0 : (uint32_t)MEM_PAGE_SIZE);
-		if (pos > len)
-			break;
-		if (gpa == run_end && run_end) {
+	for (uint32_t i = 0; i < pl->count; i++) {
+		if (pl->zero[i])
+			continue;
+		if (pl->gpa[i] == run_end && run_end) {
 			run_end += MEM_PAGE_SIZE;
 			continue;
 		}
 		if (run_end)
 			mem_populate(&vm->mem, run_start, run_end - run_start);
-		run_start = gpa;
-		run_end = gpa + MEM_PAGE_SIZE;
+		run_start = pl->gpa[i];
+		run_end = pl->gpa[i] + MEM_PAGE_SIZE;
 	}
 	if (run_end)
 		mem_populate(&vm->mem, run_start, run_end - run_start);
 }
 
+/* After the data is in place (and checked): clear the zero pages, and mark
+ * everything written as the VMM's own writes. */
+static void plan_finish(struct vm *vm, const struct ram_plan *pl, uint64_t *pages)
+{
+	for (uint32_t i = 0; i < pl->count; i++) {
+		if (pl->zero[i])
+			memset(pl->hva[i], 0, MEM_PAGE_SIZE);
+		mem_mark_dirty(&vm->mem, pl->gpa[i], MEM_PAGE_SIZE);
+	}
+	*pages += pl->count;
+}
+
 int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
 	      struct kv_err *err)
 {
-	uint32_t count, pos = 4;
+	struct ram_plan *pl = malloc(sizeof(*pl));
+	const uint8_t *data;
+	int r;
 
-	if (len < 4)
-		return kv_errf(err, EBADMSG, "RAM record truncated");
-	count = st_get32(p);
-	if (count == 0 || count > MIG_RAM_BATCH)
-		return kv_errf(err, EBADMSG, "RAM record with %u pages (1..%d allowed)", count,
-			       MIG_RAM_BATCH);
-	populate_runs(vm, p, count, len);
-	for (uint32_t i = 0; i < count; i++) {
-		uint64_t v, gpa, flags;
-		uint8_t *dst;
-
-		if (len - pos < ENTRY_HDR)
-			return kv_errf(err, EBADMSG, "RAM record truncated at page %u", i);
-		v = st_get64(p + pos);
-		pos += ENTRY_HDR;
-		flags = v & (MEM_PAGE_SIZE - 1);
-		gpa = v & ~(MEM_PAGE_SIZE - 1);
-		if (flags & ~(uint64_t)MIG_PAGE_FLAGS)
-			return kv_errf(err, EBADMSG, "RAM page 0x%" PRIx64 " has unknown flags "
-				       "0x%" PRIx64, gpa, flags);
-		dst = mem_gpa_to_hva(&vm->mem, gpa, MEM_PAGE_SIZE);
-		if (!dst)
-			return kv_errf(err, EBADMSG, "RAM page at 0x%" PRIx64 " is outside the "
-				       "VM's memory", gpa);
-		if (flags & MIG_PAGE_ZERO) {
-			memset(dst, 0, MEM_PAGE_SIZE);
-		} else {
-			if (len - pos < MEM_PAGE_SIZE)
-				return kv_errf(err, EBADMSG, "RAM record truncated in page "
-					       "0x%" PRIx64, gpa);
-			memcpy(dst, p + pos, MEM_PAGE_SIZE);
-			pos += (uint32_t)MEM_PAGE_SIZE;
+	if (!pl)
+		return kv_errf(err, ENOMEM, "RAM record plan");
+	if ((r = plan_count(p, len, pl, err)) ||
+	    (r = plan_entries(vm, p + 4, len, pl, err)))
+		goto out;
+	populate_runs(vm, pl);
+	data = p + 4 + ENTRY_HDR * pl->count;
+	for (uint32_t i = 0; i < pl->count; i++) {
+		if (!pl->zero[i]) {
+			memcpy(pl->hva[i], data, MEM_PAGE_SIZE);
+			data += MEM_PAGE_SIZE;
 		}
-		mem_mark_dirty(&vm->mem, gpa, MEM_PAGE_SIZE);
 	}
-	if (pos != len)
-		return kv_errf(err, EBADMSG, "RAM record has %u stray bytes", len - pos);
-	*pages += count;
-	return 0;
+	plan_finish(vm, pl, pages);
+out:
+	free(pl);
+	return r;
+}
+
+int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
+		uint64_t *pages, struct kv_err *err)
+{
+	uint8_t head[4 + ENTRY_HDR * MIG_RAM_BATCH];
+	struct iovec iov[MIG_RAM_BATCH];
+	struct ram_plan *pl = malloc(sizeof(*pl));
+	unsigned n = 0;
+	int r;
+
+	if (!pl)
+		return kv_errf(err, ENOMEM, "RAM record plan");
+	/* the count first, then exactly the entries it announces */
+	if (rec->len < 4) {
+		r = kv_errf(err, EBADMSG, "RAM record truncated");
+		goto out;
+	}
+	if ((r = stream_read_part(s, head, 4, err)) ||
+	    (r = plan_count(head, rec->len, pl, err)) ||
+	    (r = stream_read_part(s, head + 4, ENTRY_HDR * pl->count, err)) ||
+	    (r = plan_entries(vm, head + 4, rec->len, pl, err)))
+		goto out;
+	populate_runs(vm, pl);
+	for (uint32_t i = 0; i < pl->count; i++) {
+		if (!pl->zero[i]) {
+			iov[n].iov_base = pl->hva[i];
+			iov[n++].iov_len = MEM_PAGE_SIZE;
+		}
+	}
+	/* Straight into guest memory; a record that fails its checksum fails
+	 * the migration, and this VM never runs. */
+	if ((r = stream_read_rest_v(s, iov, n, err)))
+		goto out;
+	plan_finish(vm, pl, pages);
+out:
+	free(pl);
+	return r;
 }

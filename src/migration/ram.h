@@ -1,9 +1,11 @@
 /*
  * ram.h - moving guest RAM through the stream.
  *
- * A RAM record: u32 count, then count entries of
- *   u64 (gpa | flags)  [4096 bytes of page data unless flags & ZERO]
- * gpa is page aligned; the only flag is MIG_PAGE_ZERO.
+ * A RAM record: u32 count, count entries of u64 (gpa | flags), then the
+ * 4096 bytes of each entry without MIG_PAGE_ZERO, in entry order.  gpa is
+ * page aligned; the only flag is MIG_PAGE_ZERO.  The entries come first so
+ * that a receiver can check them all and then read the data straight into
+ * guest memory.
  */
 #ifndef KVMOVE_MIGRATION_RAM_H
 #define KVMOVE_MIGRATION_RAM_H
@@ -41,8 +43,15 @@ int ram_send_all(struct ram_sender *rs, struct kv_err *err);
 int ram_send_dirty(struct ram_sender *rs, struct kv_err *err);
 uint64_t ram_dirty_count(const struct ram_sender *rs);
 
-/* Receiver: apply one RAM record to guest memory, checking every entry. */
+/* Receiver: apply one RAM record (a whole payload in memory) to guest
+ * memory, checking every entry. */
 int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
 	      struct kv_err *err);
+/* The same, reading the payload of rec (whose header stream_read_head()
+ * has read) from the stream: entries first, then the data straight into
+ * guest memory, then the checksum. */
+struct stream_rec;
+int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
+		uint64_t *pages, struct kv_err *err);
 
 #endif

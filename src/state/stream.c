@@ -260,10 +260,52 @@ static int read_exact(struct stream *s, uint8_t *p, size_t n, bool eof_ok,
 	return 0;
 }
 
-int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err)
+/* Like read_exact, into caller memory described by iov (modified). */
+static int readv_exact(struct stream *s, struct iovec *iov, int cnt, size_t total,
+		       struct kv_err *err)
+{
+	size_t got = 0;
+
+	while (cnt > 0 && iov->iov_len == 0) {
+		iov++;
+		cnt--;
+	}
+	while (cnt > 0) {
+		ssize_t r = readv(s->fd, iov, cnt);	/* cnt <= STREAM_MAX_IOV + 1 < IOV_MAX */
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno == EAGAIN) {
+			int e = wait_fd(s, POLLIN, &s->rerr, err);
+			if (e)
+				return e;
+			continue;
+		}
+		if (r < 0)
+			return fail(&s->rerr, err, errno, "read: %s", strerror(errno));
+		if (r == 0)
+			return fail(&s->rerr, err, EPIPE, "stream truncated (%zu of %zu bytes)", got,
+				    total);
+		got += (size_t)r;
+		s->bytes_in += (uint64_t)r;
+		for (size_t left = (size_t)r; cnt > 0 && (left || iov->iov_len == 0);) {
+			if (left >= iov->iov_len) {
+				left -= iov->iov_len;
+				iov++;
+				cnt--;
+			} else {
+				iov->iov_base = (uint8_t *)iov->iov_base + left;
+				iov->iov_len -= left;
+				left = 0;
+			}
+		}
+	}
+	return 0;
+}
+
+int stream_read_head(struct stream *s, struct stream_rec *rec, struct kv_err *err)
 {
 	uint8_t hdr[STREAM_HDR_SIZE];
-	uint64_t want, got;
 	int r = sticky(&s->rerr, err);
 
 	if (r)
@@ -273,22 +315,98 @@ int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err)
 	rec->type = st_get16(hdr);
 	rec->flags = st_get16(hdr + 2);
 	rec->len = st_get32(hdr + 4);
+	rec->payload = NULL;
 	if (rec->len > s->max_record)
 		return fail(&s->rerr, err, EMSGSIZE, "record type %u claims %u bytes; the limit is %zu",
 			    rec->type, rec->len, s->max_record);
 	if (rec->flags & ~STREAM_KNOWN_FLAGS)
 		return fail(&s->rerr, err, EBADMSG, "record type %u has unknown flags 0x%x", rec->type,
 			    rec->flags);
-	if ((r = read_exact(s, s->rbuf, rec->len + STREAM_TRAILER_SIZE, false, err)))
-		return r;
 	XXH3_64bits_reset(s->rhash);
 	XXH3_64bits_update(s->rhash, hdr, sizeof(hdr));
-	XXH3_64bits_update(s->rhash, s->rbuf, rec->len);
-	want = XXH3_64bits_digest(s->rhash);
-	got = st_get64(s->rbuf + rec->len);
-	if (want != got)
+	s->rtype = rec->type;
+	s->rlen = rec->len;
+	s->rremain = rec->len;
+	return 0;
+}
+
+static int check_trailer(struct stream *s, const uint8_t *trailer, struct kv_err *err)
+{
+	uint64_t want = XXH3_64bits_digest(s->rhash);
+
+	s->rremain = 0;
+	if (want != st_get64(trailer))
 		return fail(&s->rerr, err, EBADMSG, "record type %u (%u bytes): checksum mismatch",
-			    rec->type, rec->len);
+			    s->rtype, s->rlen);
+	return 0;
+}
+
+int stream_read_body(struct stream *s, struct stream_rec *rec, struct kv_err *err)
+{
+	uint32_t n = s->rremain;
+	int r = sticky(&s->rerr, err);
+
+	if (r)
+		return r;
+	/* payload and trailer in one read */
+	if ((r = read_exact(s, s->rbuf, n + STREAM_TRAILER_SIZE, false, err)))
+		return r;
+	XXH3_64bits_update(s->rhash, s->rbuf, n);
+	if ((r = check_trailer(s, s->rbuf + n, err)))
+		return r;
 	rec->payload = s->rbuf;
 	return 0;
+}
+
+int stream_read_part(struct stream *s, void *p, size_t n, struct kv_err *err)
+{
+	int r = sticky(&s->rerr, err);
+
+	if (r)
+		return r;
+	if (n > s->rremain)
+		return fail(&s->rerr, err, EBADMSG, "record type %u (%u bytes) is shorter than "
+			    "its contents", s->rtype, s->rlen);
+	if ((r = read_exact(s, p, n, false, err)))
+		return r;
+	XXH3_64bits_update(s->rhash, p, n);
+	s->rremain -= (uint32_t)n;
+	return 0;
+}
+
+int stream_read_rest_v(struct stream *s, const struct iovec *iov, unsigned n,
+		       struct kv_err *err)
+{
+	struct iovec v[STREAM_MAX_IOV + 1];
+	uint8_t trailer[STREAM_TRAILER_SIZE];
+	size_t total = 0;
+	int r = sticky(&s->rerr, err);
+
+	if (r)
+		return r;
+	if (n > STREAM_MAX_IOV)
+		return fail(&s->rerr, err, EINVAL, "%u pieces in one read (at most %d)", n,
+			    STREAM_MAX_IOV);
+	for (unsigned i = 0; i < n; i++) {
+		v[i] = iov[i];
+		total += iov[i].iov_len;
+	}
+	if (total != s->rremain)
+		return fail(&s->rerr, err, EBADMSG, "record type %u (%u bytes): %u bytes left, its "
+			    "contents need %zu", s->rtype, s->rlen, s->rremain, total);
+	v[n].iov_base = trailer;
+	v[n].iov_len = sizeof(trailer);
+	if ((r = readv_exact(s, v, (int)n + 1, total + sizeof(trailer), err)))
+		return r;
+	/* hashed where it landed: nothing else writes there before the check */
+	for (unsigned i = 0; i < n; i++)
+		XXH3_64bits_update(s->rhash, iov[i].iov_base, iov[i].iov_len);
+	return check_trailer(s, trailer, err);
+}
+
+int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err)
+{
+	int r = stream_read_head(s, rec, err);
+
+	return r ? r : stream_read_body(s, rec, err);
 }

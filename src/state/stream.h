@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <sys/uio.h>
 
 #include "common/err.h"
 
@@ -45,6 +46,8 @@ struct stream {
 
 	/* read side */
 	void *rhash;		/* XXH3_state_t for checking records read */
+	uint16_t rtype;		/* the record being read, and its bytes not read yet */
+	uint32_t rlen, rremain;
 	uint8_t *rbuf;
 	size_t rcap;
 
@@ -80,6 +83,22 @@ int stream_flush(struct stream *s, struct kv_err *err);
 /* Read the next record. -ECONNRESET with "end of stream" on a clean EOF at
  * a record boundary. */
 int stream_read(struct stream *s, struct stream_rec *rec, struct kv_err *err);
+
+/*
+ * The same in pieces, so that a payload can land where it belongs (RAM
+ * pages straight into guest memory): stream_read_head() reads and checks
+ * the header; then either stream_read_body() (the whole payload into the
+ * stream's buffer, rec->payload) or any stream_read_part() calls followed by
+ * one stream_read_rest_v() for exactly the bytes left.  Both check the
+ * checksum at the end; what was read into caller memory before that is
+ * untrusted until they return 0.
+ */
+#define STREAM_MAX_IOV 512
+int stream_read_head(struct stream *s, struct stream_rec *rec, struct kv_err *err);
+int stream_read_body(struct stream *s, struct stream_rec *rec, struct kv_err *err);
+int stream_read_part(struct stream *s, void *p, size_t n, struct kv_err *err);
+int stream_read_rest_v(struct stream *s, const struct iovec *iov, unsigned n,
+		       struct kv_err *err);
 
 /* Little-endian helpers for payload building/parsing. */
 static inline void st_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "core/vm.h"
@@ -46,21 +48,54 @@ static void free_vm(struct vm *vm)
 	free(vm);
 }
 
-/* Build a RAM record payload: entries of (gpa|flags, data?) */
+/* Build a RAM record payload: count, the entries (gpa|flags), then the
+ * data of the entries without ZERO (page i filled with 0x10 + i). */
 static size_t ram_rec(uint8_t *buf, uint32_t count, const uint64_t *gpaflags, int with_data)
 {
-	size_t pos = 4;
+	size_t pos = 4 + 8 * (size_t)count;
 
 	st_put32(buf, count);
 	for (uint32_t i = 0; i < count; i++) {
-		st_put64(buf + pos, gpaflags[i]);
-		pos += 8;
+		st_put64(buf + 4 + 8 * i, gpaflags[i]);
 		if (with_data && !(gpaflags[i] & MIG_PAGE_ZERO)) {
 			memset(buf + pos, (int)(0x10 + i), 4096);
 			pos += 4096;
 		}
 	}
 	return pos;
+}
+
+/* The payload as a record on a memory file, read back with ram_receive(). */
+static int receive_rec(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
+		       uint64_t *pages, struct kv_err *err)
+{
+	struct stream s;
+	struct stream_rec rec;
+	int fd = memfd_create("ram", 0), r;
+	uint8_t *wire;
+	off_t len;
+
+	assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, err), 0);
+	assert_int_equal(stream_write(&s, MIG_REC_RAM, STREAM_F_MANDATORY, payload,
+				      (uint32_t)n, err), 0);
+	assert_int_equal(stream_flush(&s, err), 0);
+	stream_destroy(&s);
+	len = lseek(fd, 0, SEEK_CUR);
+	if (flip_at >= 0) {	/* one byte changed on the wire */
+		wire = malloc((size_t)len);
+		assert_int_equal(pread(fd, wire, (size_t)len, 0), len);
+		wire[flip_at] ^= 0x40;
+		assert_int_equal(pwrite(fd, wire, (size_t)len, 0), len);
+		free(wire);
+	}
+	lseek(fd, 0, SEEK_SET);
+	assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, err), 0);
+	r = stream_read_head(&s, &rec, err);
+	if (!r)
+		r = ram_receive(vm, &s, &rec, pages, err);
+	stream_destroy(&s);
+	close(fd);
+	return r;
 }
 
 static void test_ram_good(void **state)
@@ -83,6 +118,37 @@ static void test_ram_good(void **state)
 	free_vm(vm);
 }
 
+static void test_ram_receive(void **state)
+{
+	struct vm *vm = fake_vm();
+	uint8_t *buf = malloc(3 * (8 + 4096) + 4);
+	uint64_t g[3] = { 0x100000, 0x200000 | MIG_PAGE_ZERO, MEM - 4096 };
+	uint64_t pages = 0;
+	struct kv_err err;
+	size_t n = ram_rec(buf, 3, g, 1);
+
+	memset(mem_gpa_to_hva(&vm->mem, 0x200000, 4096), 0x77, 4096);
+	assert_int_equal(receive_rec(vm, buf, n, -1, &pages, &err), 0);
+	assert_int_equal(pages, 3);
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&vm->mem, 0x100fff, 1), 0x10);
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&vm->mem, 0x200fff, 1), 0);	/* zeroed */
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&vm->mem, MEM - 1, 1), 0x12);
+	assert_true(mem_test_dirty(&vm->mem, MEM - 4096));
+
+	/* a byte of page data changed on the wire: the checksum refuses the
+	 * record (the page already landed, but this VM can never run) */
+	memset(mem_gpa_to_hva(&vm->mem, 0x200000, 4096), 0x77, 4096);
+	pages = 0;
+	assert_int_equal(receive_rec(vm, buf, n, STREAM_HDR_SIZE + 4 + 24 + 100, &pages, &err),
+			 -EBADMSG);
+	assert_non_null(strstr(err.msg, "checksum"));
+	assert_int_equal(pages, 0);
+	/* nothing after the failed check was applied: the ZERO page is untouched */
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&vm->mem, 0x200fff, 1), 0x77);
+	free(buf);
+	free_vm(vm);
+}
+
 static void expect_ram_bad(struct vm *vm, const uint8_t *buf, size_t n, const char *why)
 {
 	uint64_t pages = 0;
@@ -92,6 +158,13 @@ static void expect_ram_bad(struct vm *vm, const uint8_t *buf, size_t n, const ch
 	if (r != -EBADMSG)
 		fail_msg("%s: got %d", why, r);
 	assert_true(err.msg[0]);
+	/* the streaming receiver refuses the same payload */
+	err.msg[0] = 0;
+	r = receive_rec(vm, buf, n, -1, &pages, &err);
+	if (r != -EBADMSG)
+		fail_msg("%s (streamed): got %d", why, r);
+	assert_true(err.msg[0]);
+	assert_int_equal(pages, 0);
 }
 
 static void test_ram_hostile(void **state)
@@ -293,6 +366,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ram_good),
 		cmocka_unit_test(test_ram_hostile),
+		cmocka_unit_test(test_ram_receive),
 		cmocka_unit_test(test_devstate_hostile),
 		cmocka_unit_test(test_config_hostile),
 		cmocka_unit_test(test_preflight),

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -57,23 +58,60 @@ static int mem_fd(const uint8_t *b, size_t n)
 	return fd;
 }
 
-/* Read every record; return 0 at clean end or the first error. */
-static int read_all(const uint8_t *b, size_t n, int *nrec, size_t maxrec)
+/* One record the way the RAM receiver reads one: the header, the first
+ * 4 bytes, then the rest into 3 pieces of caller memory with one readv. */
+static int read_pieces(struct stream *s, struct stream_rec *rec, uint8_t *buf,
+		       struct kv_err *err)
+{
+	struct iovec iov[3];
+	uint32_t first, rest;
+	int r = stream_read_head(s, rec, err);
+
+	if (r)
+		return r;
+	first = rec->len < 4 ? 0 : 4;
+	rest = rec->len - first;
+	if (first && (r = stream_read_part(s, buf, first, err)))
+		return r;
+	iov[0] = (struct iovec){ buf + first, rest / 3 };
+	iov[1] = (struct iovec){ buf + first + rest / 3, rest / 3 };
+	iov[2] = (struct iovec){ buf + first + 2 * (rest / 3), rest - 2 * (rest / 3) };
+	if ((r = stream_read_rest_v(s, iov, 3, err)))
+		return r;
+	rec->payload = buf;
+	return 0;
+}
+
+/* Read every record (whole, or in pieces); return 0 at clean end or the
+ * first error. */
+static int read_all_mode(const uint8_t *b, size_t n, int *nrec, size_t maxrec, bool pieces)
 {
 	struct stream s;
 	struct stream_rec rec;
 	struct kv_err err;
+	uint8_t *buf = malloc(maxrec);
 	int fd = mem_fd(b, n), r;
 
 	*nrec = 0;
 	assert_int_equal(stream_init(&s, fd, maxrec, &err), 0);
-	while ((r = stream_read(&s, &rec, &err)) == 0)
+	while ((r = pieces ? read_pieces(&s, &rec, buf, &err) : stream_read(&s, &rec, &err)) == 0)
 		(*nrec)++;
 	/* sticky: a second read fails the same way */
-	assert_int_equal(stream_read(&s, &rec, &err), r);
+	assert_int_equal(pieces ? read_pieces(&s, &rec, buf, &err) : stream_read(&s, &rec, &err), r);
 	stream_destroy(&s);
 	close(fd);
+	free(buf);
 	return r == -ECONNRESET ? 0 : r;
+}
+
+static int read_all(const uint8_t *b, size_t n, int *nrec, size_t maxrec)
+{
+	int whole = read_all_mode(b, n, nrec, maxrec, false), nrec2;
+
+	/* read in pieces, the same bytes give the same verdict */
+	assert_int_equal(read_all_mode(b, n, &nrec2, maxrec, true), whole);
+	assert_int_equal(nrec2, *nrec);
+	return whole;
 }
 
 static void test_roundtrip(void **state)
@@ -99,6 +137,50 @@ static void test_roundtrip(void **state)
 	assert_int_equal(rec.type, 3);
 	assert_int_equal(rec.len, 0);
 	assert_int_equal(stream_read(&s, &rec, &err), -ECONNRESET);	/* clean end */
+	stream_destroy(&s);
+	close(fd);
+	free(b);
+}
+
+static void test_pieces(void **state)
+{
+	size_t n;
+	uint8_t *b = make_stream(&n), buf[MAXREC], head[4];
+	struct stream s;
+	struct stream_rec rec;
+	struct kv_err err;
+	struct iovec iov[2];
+	int fd = mem_fd(b, n);
+
+	assert_int_equal(stream_init(&s, fd, MAXREC, &err), 0);
+	assert_int_equal(stream_read(&s, &rec, &err), 0);		/* "hello" */
+	/* the 1004-byte record: 4 bytes, then 1000 straight into two places */
+	assert_int_equal(stream_read_head(&s, &rec, &err), 0);
+	assert_int_equal(rec.len, 1004);
+	assert_int_equal(stream_read_part(&s, head, 4, &err), 0);
+	assert_memory_equal(head, "abcd", 4);
+	iov[0] = (struct iovec){ buf, 600 };
+	iov[1] = (struct iovec){ buf + 2000, 400 };
+	assert_int_equal(stream_read_rest_v(&s, iov, 2, &err), 0);
+	assert_int_equal(buf[599], (uint8_t)(599 * 7));
+	assert_int_equal(buf[2000 + 399], (uint8_t)(999 * 7));
+	assert_int_equal(stream_read(&s, &rec, &err), 0);		/* type 3, empty */
+	assert_int_equal(rec.type, 3);
+	stream_destroy(&s);
+
+	/* reading past the record, or leaving bytes of it unread, is refused */
+	lseek(fd, 0, SEEK_SET);
+	assert_int_equal(stream_init(&s, fd, MAXREC, &err), 0);
+	assert_int_equal(stream_read_head(&s, &rec, &err), 0);
+	assert_int_equal(stream_read_part(&s, buf, 6, &err), -EBADMSG);
+	assert_int_equal(stream_read(&s, &rec, &err), -EBADMSG);	/* sticky */
+	stream_destroy(&s);
+	lseek(fd, 0, SEEK_SET);
+	assert_int_equal(stream_init(&s, fd, MAXREC, &err), 0);
+	assert_int_equal(stream_read_head(&s, &rec, &err), 0);
+	iov[0] = (struct iovec){ buf, 4 };
+	assert_int_equal(stream_read_rest_v(&s, iov, 1, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "bytes left"));
 	stream_destroy(&s);
 	close(fd);
 	free(b);
@@ -217,6 +299,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_pieces),
 		cmocka_unit_test(test_truncation_every_offset),
 		cmocka_unit_test(test_every_bit_flip),
 		cmocka_unit_test(test_limits),
