@@ -230,15 +230,21 @@ int stream_write(struct stream *s, uint16_t type, uint16_t flags, const void *pa
 	return r;
 }
 
-/* Read exactly n bytes. *eof_ok: a clean EOF before the first byte is
- * reported as end of stream rather than truncation. */
-static int read_exact(struct stream *s, uint8_t *p, size_t n, bool eof_ok,
-		      struct kv_err *err)
+/* Read exactly total bytes into iov (modified as it fills).  eof_ok: a
+ * clean EOF before the first byte is reported as end of stream rather than
+ * truncation.  cnt <= STREAM_MAX_IOV + 1, below every kernel's IOV_MAX. */
+static int readv_exact(struct stream *s, struct iovec *iov, int cnt, size_t total,
+		       bool eof_ok, struct kv_err *err)
 {
 	size_t got = 0;
 
-	while (got < n) {
-		ssize_t r = read(s->fd, p + got, n - got);
+	while (cnt > 0 && iov->iov_len == 0) {
+		iov++;
+		cnt--;
+	}
+	while (cnt > 0) {
+		ssize_t r = readv(s->fd, iov, cnt);
+
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && errno == EAGAIN) {
@@ -252,40 +258,9 @@ static int read_exact(struct stream *s, uint8_t *p, size_t n, bool eof_ok,
 		if (r == 0) {
 			if (eof_ok && got == 0)
 				return fail(&s->rerr, err, ECONNRESET, "end of stream");
-			return fail(&s->rerr, err, EPIPE, "stream truncated (%zu of %zu bytes)", got, n);
-		}
-		got += (size_t)r;
-		s->bytes_in += (uint64_t)r;
-	}
-	return 0;
-}
-
-/* Like read_exact, into caller memory described by iov (modified). */
-static int readv_exact(struct stream *s, struct iovec *iov, int cnt, size_t total,
-		       struct kv_err *err)
-{
-	size_t got = 0;
-
-	while (cnt > 0 && iov->iov_len == 0) {
-		iov++;
-		cnt--;
-	}
-	while (cnt > 0) {
-		ssize_t r = readv(s->fd, iov, cnt);	/* cnt <= STREAM_MAX_IOV + 1 < IOV_MAX */
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && errno == EAGAIN) {
-			int e = wait_fd(s, POLLIN, &s->rerr, err);
-			if (e)
-				return e;
-			continue;
-		}
-		if (r < 0)
-			return fail(&s->rerr, err, errno, "read: %s", strerror(errno));
-		if (r == 0)
 			return fail(&s->rerr, err, EPIPE, "stream truncated (%zu of %zu bytes)", got,
 				    total);
+		}
 		got += (size_t)r;
 		s->bytes_in += (uint64_t)r;
 		for (size_t left = (size_t)r; cnt > 0 && (left || iov->iov_len == 0);) {
@@ -301,6 +276,14 @@ static int readv_exact(struct stream *s, struct iovec *iov, int cnt, size_t tota
 		}
 	}
 	return 0;
+}
+
+static int read_exact(struct stream *s, uint8_t *p, size_t n, bool eof_ok,
+		      struct kv_err *err)
+{
+	struct iovec iov = { p, n };
+
+	return readv_exact(s, &iov, 1, n, eof_ok, err);
 }
 
 int stream_read_head(struct stream *s, struct stream_rec *rec, struct kv_err *err)
@@ -396,7 +379,7 @@ int stream_read_rest_v(struct stream *s, const struct iovec *iov, unsigned n,
 			    "contents need %zu", s->rtype, s->rlen, s->rremain, total);
 	v[n].iov_base = trailer;
 	v[n].iov_len = sizeof(trailer);
-	if ((r = readv_exact(s, v, (int)n + 1, total + sizeof(trailer), err)))
+	if ((r = readv_exact(s, v, (int)n + 1, total + sizeof(trailer), false, err)))
 		return r;
 	/* hashed where it landed: nothing else writes there before the check */
 	for (unsigned i = 0; i < n; i++)

@@ -98,6 +98,25 @@ def migrate(src, uri):
                 return ev["data"]
 
 
+def live_migrate(h, vm, name, what):
+    """Live-migrate vm to a new VMM called name; wait until the guest's
+    console goes on there.  Returns (the new VMM, downtime in s)."""
+    dst = h.incoming(name)
+    h.log("%s at line %d: %s" % (what, len(vm.console), vm.console.tail(1)[0]))
+    res = migrate(vm, dst.uri)
+    h.log("%s: %r" % (what, res))
+    check(res.get("status") == "completed", "%s: %r" % (what, res))
+    downtime = res.get("stats", {}).get("downtime", 0) / 1000.0
+    check(downtime > 0, "%s: no downtime in the stats: %r" % (what, res))
+    rc = vm.wait_exit(timeout=60)
+    check(rc == 0, "%s: the source VMM exited %d after the migration" % (what, rc))
+    wait_lines(dst, AFTER, timeout=300)
+    h.log("%s: the destination continues: %s" % (what, " | ".join(dst.console.tail(AFTER))))
+    check(dst.cmd("query-status").get("status") == "running",
+          "%s: the destination is not running" % what)
+    return dst, downtime
+
+
 def check_switchover(h, lines, ref_lines, k, downtime_s, what, judge_lag=True):
     """Checks at the boundary between VMM k-1 and VMM k of the joined stream."""
     first = next(i for i, l in enumerate(lines) if l[3] == k)
@@ -166,18 +185,7 @@ def test(h):
     i, _, _ = src.console.wait_for(r"^\[\s*\d+\.\d*[1-9]\d*\] ", timeout=300,
                                    what="a non-zero kernel time stamp")
     wait_lines(src, 3, timeout=300, start=i)
-    dst = h.incoming("dst")
-    h.log("live migration at source line %d: %s" % (len(src.console),
-                                                     src.console.tail(1)[0]))
-    res = migrate(src, dst.uri)
-    h.log("live migration: %r" % res)
-    check(res.get("status") == "completed", "live migration: %r" % res)
-    live_downtime = res.get("stats", {}).get("downtime", 0) / 1000.0
-    check(live_downtime > 0, "no downtime in the stats: %r" % res)
-    rc = src.wait_exit(timeout=60)
-    check(rc == 0, "the source VMM exited %d after the migration" % rc)
-    wait_lines(dst, AFTER, timeout=300)
-    h.log("destination continues: %s" % " | ".join(dst.console.tail(AFTER)))
+    dst, live_downtime = live_migrate(h, src, "dst", "live migration")
 
     # Quick migration a little later, still in the part of the boot where
     # the time stamps are the kernel's clock (see CLOCK below): save to a
@@ -216,17 +224,7 @@ def test(h):
     i, _, _ = rst.console.wait_for(r"smp: Brought up \d+ nodes?, 2 CPUs", timeout=480,
                                    what="the second vCPU up")
     wait_lines(rst, 3, timeout=300, start=i + 1)
-    dst2 = h.incoming("dst2")
-    h.log("live migration with 2 CPUs up at line %d: %s" % (len(rst.console),
-                                                            rst.console.tail(1)[0]))
-    res = migrate(rst, dst2.uri)
-    h.log("live migration, 2 CPUs: %r" % res)
-    check(res.get("status") == "completed", "live migration, 2 CPUs: %r" % res)
-    smp_downtime = res.get("stats", {}).get("downtime", 0) / 1000.0
-    check(rst.wait_exit(timeout=60) == 0, "the restored VMM did not exit 0 after migrating")
-    wait_lines(dst2, AFTER, timeout=300)
-    h.log("destination 2 continues: %s" % " | ".join(dst2.console.tail(AFTER)))
-    check(dst2.cmd("query-status").get("status") == "running", "destination 2 not running")
+    dst2, smp_downtime = live_migrate(h, rst, "dst2", "live migration, 2 CPUs")
 
     # Let the reference get past the last switchover's window.
     lines = joined(src, dst, rst, dst2)
