@@ -16,8 +16,8 @@ configure: deps
 	@test -f $(BUILD)/build.ninja || cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
 
 # Every test: the fast tier first (unit, integration with the test guest,
-# benchmark smoke; ~6 min), then the slow tier (Debian's kernel booting and
-# migrating: ~12 min on PVM hosts, where its kernel code is emulated).
+# benchmark smoke; ~7 min), then the slow tier (Debian's kernel booting and
+# migrating: ~15 min on PVM hosts, where its kernel code is emulated).
 check: all
 	cd $(BUILD) && ctest --output-on-failure -LE slow
 	cd $(BUILD) && ctest --output-on-failure -L slow
