@@ -100,35 +100,47 @@ int64_t dirty_sync(struct vm *vm, uint64_t *bitmap, struct kv_err *err)
 	return newly;
 }
 
-static void *throttle_main(void *arg)
+int64_t dirty_peek(struct vm *vm, struct kv_err *err)
 {
-	struct vm *vm = arg;
-	struct timespec slice = { 0, VM_THROTTLE_SLICE_US * 1000L };
+	uint64_t nwords = (vm->mem.npages + 63) / 64;
+	int64_t n = 0;
 
-	while (__atomic_load_n(&vm->throttle_on, __ATOMIC_ACQUIRE)) {
-		nanosleep(&slice, NULL);
-		vm_kick_all(vm);
+	for (unsigned i = 0; i < vm->mem.nregions; i++) {
+		const struct mem_region *r = &vm->mem.regions[i];
+		uint64_t *slot = vm->slot_dirty + (r->offset >> MEM_PAGE_SHIFT) / 64;
+		struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = slot };
+
+		memset(slot, 0, (((r->size >> MEM_PAGE_SHIFT) + 63) / 64) * sizeof(uint64_t));
+		/* with manual protect, GET neither clears nor re-protects */
+		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+			return kv_errf_sys(err, errno, "slot %u: KVM_GET_DIRTY_LOG", i);
 	}
-	return NULL;
+	for (uint64_t w = 0; w < nwords; w++)
+		n += __builtin_popcountll(vm->slot_dirty[w] |
+					  __atomic_load_n(&vm->mem.vmm_dirty[w], __ATOMIC_RELAXED));
+	return n;
+}
+
+int64_t vm_throttle_sleep_ns(int64_t ran_ns, unsigned pct)
+{
+	if (pct > 99)
+		pct = 99;
+	return ran_ns * (int64_t)pct / (int64_t)(100 - pct);
 }
 
 int vm_set_throttle(struct vm *vm, unsigned pct, struct kv_err *err)
 {
 	if (pct > 99)
-		pct = 99;
+		return kv_errf(err, EINVAL, "throttle %u%% out of range (0..99)", pct);
+	pthread_mutex_lock(&vm->lock);
 	__atomic_store_n(&vm->throttle_pct, pct, __ATOMIC_RELAXED);
-	if (pct && !vm->throttle_on) {
-		int r;
-		__atomic_store_n(&vm->throttle_on, true, __ATOMIC_RELEASE);
-		r = pthread_create(&vm->throttle_thread, NULL, throttle_main, vm);
-		if (r) {
-			vm->throttle_on = false;
-			vm->throttle_pct = 0;
-			return kv_errf_sys(err, r, "starting the throttle thread");
-		}
-	} else if (!pct && vm->throttle_on) {
-		__atomic_store_n(&vm->throttle_on, false, __ATOMIC_RELEASE);
-		pthread_join(vm->throttle_thread, NULL);
-	}
+	/* sleeping vCPUs recompute (or stop) their sleep */
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
 	return 0;
+}
+
+unsigned vm_get_throttle(struct vm *vm)
+{
+	return __atomic_load_n(&vm->throttle_pct, __ATOMIC_RELAXED);
 }

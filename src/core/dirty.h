@@ -24,7 +24,15 @@ void dirty_log_stop(struct vm *vm);
  * set, or a negative errno. */
 int64_t dirty_sync(struct vm *vm, uint64_t *bitmap, struct kv_err *err);
 
-/* Auto-converge: keep vCPUs out of the guest pct% of the time (0 = off). */
+/* How many pages were dirtied since dirty logging started or since the last
+ * dirty_sync(), without clearing anything (a sample of the dirty rate). */
+int64_t dirty_peek(struct vm *vm, struct kv_err *err);
+
+/* Auto-converge: keep vCPUs out of the guest pct% of the time (0 = off,
+ * at most 99).  Each vCPU runs VM_THROTTLE_RUN_NS, then sleeps
+ * vm_throttle_sleep_ns(time it ran, pct). */
 int vm_set_throttle(struct vm *vm, unsigned pct, struct kv_err *err);
+unsigned vm_get_throttle(struct vm *vm);
+int64_t vm_throttle_sleep_ns(int64_t ran_ns, unsigned pct);
 
 #endif

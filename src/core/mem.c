@@ -195,6 +195,24 @@ void mem_populate(struct guest_mem *mem, uint64_t gpa, uint64_t len)
 #endif
 }
 
+uint64_t mem_resident_bytes(const struct guest_mem *mem)
+{
+	off_t pos = 0, end = (off_t)mem->size;
+	uint64_t n = 0;
+
+	while (pos < end) {
+		off_t data = lseek(mem->memfd, pos, SEEK_DATA), hole;
+		if (data < 0)
+			break;	/* ENXIO: no more data */
+		hole = lseek(mem->memfd, data, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		n += (uint64_t)(hole - data);
+		pos = hole;
+	}
+	return n;
+}
+
 bool mem_test_dirty(const struct guest_mem *mem, uint64_t gpa)
 {
 	uint64_t off = mem_gpa_to_offset(mem, gpa);

@@ -83,6 +83,9 @@ int mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len,
  * touch (a hint: ranges outside RAM and kernel refusals are ignored). */
 void mem_populate(struct guest_mem *mem, uint64_t gpa, uint64_t len);
 
+/* Bytes of the memfd that hold data (holes were never touched). */
+uint64_t mem_resident_bytes(const struct guest_mem *mem);
+
 /* Is the VMM dirty bit of the page containing gpa set? (tests, migration) */
 bool mem_test_dirty(const struct guest_mem *mem, uint64_t gpa);
 

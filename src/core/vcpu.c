@@ -8,6 +8,13 @@
  * of guest mode; immediate_exit covers the window where the thread has
  * checked the flags but not yet entered KVM_RUN.  The thread clears
  * immediate_exit *before* checking the flags, so no request is lost.
+ *
+ * Auto-converge throttling is a duty cycle each vCPU enforces on itself:
+ * after running for VM_THROTTLE_RUN_NS (a one-shot per-vCPU timer makes sure
+ * the guest exits then), it sleeps for the time it *actually* ran times
+ * p/(1-p).  A late signal only makes the run and the sleep longer together,
+ * so the ratio holds whatever the host's signal latency.  The sleep waits
+ * on vm->cond, so a pause or a stop wakes it at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +30,7 @@
 #include <unistd.h>
 
 #include "core/vm.h"
+#include "core/dirty.h"
 #include "devices/bus.h"
 
 #define VCPU_KICK_SIGNAL SIGUSR1
@@ -43,7 +51,15 @@ struct vcpu {
 	void *work_arg;
 	int work_result;
 	bool work_done;
+	/* Throttle (thread-private): one-shot timer, start of the current
+	 * run slice (0 = not throttled). */
+	timer_t timer;
+	bool have_timer;
+	int64_t run_start_ns;
 };
+
+/* The running vCPU's kvm_run, for the kick handler (thread-local). */
+static __thread struct kvm_run *tls_run;
 
 int vcpu_fd(const struct vcpu *vcpu)
 {
@@ -150,7 +166,11 @@ void vcpu_destroy(struct vcpu *v)
 
 static void kick_handler(int sig)
 {
-	(void)sig;	/* only here to make KVM_RUN return -EINTR */
+	(void)sig;
+	/* KVM_RUN returns -EINTR; if the signal lands just before it, the
+	 * flag makes it return at once (the throttle timer relies on this). */
+	if (tls_run)
+		__atomic_store_n(&tls_run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 }
 
 void vcpu_kick(struct vcpu *v)
@@ -237,18 +257,72 @@ static bool handle_exit(struct vcpu *v)
 	return false;
 }
 
-/* Auto-converge: the throttle thread kicks us every VM_THROTTLE_SLICE_US;
- * sitting out pct% of each slice keeps the guest from dirtying memory
- * faster than the migration can send it. */
-static void throttle(struct vcpu *v)
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void arm_timer(struct vcpu *v, int64_t ns)
+{
+	struct itimerspec its = { .it_value = { ns / 1000000000LL, ns % 1000000000LL } };
+
+	if (v->have_timer)
+		timer_settime(v->timer, 0, &its, NULL);
+}
+
+/* Sleep until `until` (CLOCK_MONOTONIC ns), or less if the VM is to pause
+ * or stop, or the throttle was lifted. */
+static void throttle_sleep(struct vcpu *v, int64_t until)
+{
+	struct vm *vm = v->vm;
+	struct timespec ts = { until / 1000000000LL, until % 1000000000LL };
+
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->pause_req && !vm->exit_req &&
+	       __atomic_load_n(&vm->throttle_pct, __ATOMIC_RELAXED) &&
+	       pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* Called between KVM_RUNs: start, keep or end the duty cycle. */
+static void throttle_point(struct vcpu *v)
 {
 	unsigned pct = __atomic_load_n(&v->vm->throttle_pct, __ATOMIC_RELAXED);
+	int64_t now, ran;
 
-	if (pct && !__atomic_load_n(&v->vm->pause_req, __ATOMIC_RELAXED) &&
-	    !__atomic_load_n(&v->vm->exit_req, __ATOMIC_RELAXED)) {
-		struct timespec ts = { 0, (long)pct * VM_THROTTLE_SLICE_US * 10L };
-		nanosleep(&ts, NULL);
+	if (!pct) {
+		if (v->run_start_ns) {
+			arm_timer(v, 0);
+			v->run_start_ns = 0;
+		}
+		return;
 	}
+	now = mono_ns();
+	if (!v->run_start_ns) {
+		v->run_start_ns = now;
+		arm_timer(v, VM_THROTTLE_RUN_NS);
+		return;
+	}
+	ran = now - v->run_start_ns;
+	if (ran < VM_THROTTLE_RUN_NS)
+		return;
+	throttle_sleep(v, now + vm_throttle_sleep_ns(ran, pct));
+	v->run_start_ns = mono_ns();
+	arm_timer(v, VM_THROTTLE_RUN_NS);
+}
+
+static void create_timer(struct vcpu *v)
+{
+	struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID,
+				.sigev_signo = VCPU_KICK_SIGNAL };
+
+	sev._sigev_un._tid = gettid();	/* sigev_notify_thread_id: glibc 2.36 lacks the name */
+	/* Without it, throttling still happens at the guest's own exits. */
+	v->have_timer = timer_create(CLOCK_MONOTONIC, &sev, &v->timer) == 0;
 }
 
 static void *vcpu_thread(void *arg)
@@ -262,6 +336,8 @@ static void *vcpu_thread(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
+	tls_run = v->run;
+	create_timer(v);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
 	for (;;) {
@@ -269,6 +345,7 @@ static void *vcpu_thread(void *arg)
 
 		/* Clear first, then look at the flags (see top of file). */
 		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		throttle_point(v);
 		pthread_mutex_lock(&vm->lock);
 		while (vm->pause_req || vm->exit_req || v->dead) {
 			if (v->work_fn && !vm->exit_req) {
@@ -289,8 +366,13 @@ static void *vcpu_thread(void *arg)
 			}
 			if (vm->exit_req) {
 				pthread_mutex_unlock(&vm->lock);
+				if (v->have_timer)
+					timer_delete(v->timer);
+				tls_run = NULL;
 				return NULL;
 			}
+			/* time parked is not time run: a new slice after */
+			v->run_start_ns = 0;
 			if (!v->parked) {
 				v->parked = true;
 				vm->parked++;
@@ -307,10 +389,8 @@ static void *vcpu_thread(void *arg)
 		r = ioctl(v->fd, KVM_RUN, 0);
 		v->need_completion = false;
 		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN) {
-				throttle(v);
+			if (errno == EINTR || errno == EAGAIN)
 				continue;
-			}
 			vm_request_shutdown(vm, VM_SHUTDOWN_ERROR, 1, "vCPU %u: KVM_RUN: %s",
 					    v->id, strerror(errno));
 			v->dead = true;

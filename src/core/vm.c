@@ -88,7 +88,15 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err)
 	vm->kvm_fd = vm->vm_fd = vm->shutdown_efd = -1;
 	vm->mem.memfd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
+	{
+		/* monotonic: throttle sleeps and pause waits must not follow
+		 * wall-clock steps */
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&vm->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	bus_init(&vm->pio_bus, "pio", true);
 	bus_init(&vm->mmio_bus, "mmio", false);
 
@@ -316,13 +324,14 @@ int vm_pause(struct vm *vm, struct kv_err *err)
 	}
 	vm->pause_req = true;
 	kick_all_locked(vm);
+	pthread_cond_broadcast(&vm->cond);	/* wakes throttled vCPUs */
 	while (vm->parked < vm->nvcpus) {
 		if (vm->exit_req) {	/* vm_stop() won the race: threads end, not park */
 			pthread_mutex_unlock(&vm->lock);
 			return kv_errf(err, ESHUTDOWN, "the VM is shutting down");
 		}
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_nsec += 100 * 1000 * 1000;
 		if (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
@@ -369,16 +378,38 @@ int vm_resume(struct vm *vm, struct kv_err *err)
 	return 0;
 }
 
-void vm_stop(struct vm *vm)
+void vm_hold(struct vm *vm, bool on)
 {
-	bool had_threads;
-
 	pthread_mutex_lock(&vm->lock);
-	had_threads = vm->state == VM_STATE_RUNNING || vm->state == VM_STATE_PAUSED;
+	if (vm->state == VM_STATE_RUNNING) {
+		vm->pause_req = on;
+		if (on)
+			kick_all_locked(vm);
+		pthread_cond_broadcast(&vm->cond);
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_stop_begin(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state == VM_STATE_RUNNING || vm->state == VM_STATE_PAUSED)
+		vm->had_threads = true;
 	vm->exit_req = true;
 	vm->state = VM_STATE_SHUTDOWN;
 	kick_all_locked(vm);
 	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_stop(struct vm *vm)
+{
+	bool had_threads;
+
+	vm_stop_begin(vm);
+	pthread_mutex_lock(&vm->lock);
+	had_threads = vm->had_threads;
+	vm->had_threads = false;
 	pthread_mutex_unlock(&vm->lock);
 	if (!had_threads)
 		return;

@@ -27,7 +27,9 @@
 #define VM_MAX_VCPUS 64
 #define VM_MAX_DEVICES 32
 #define VM_NAME_MAX 64
-#define VM_THROTTLE_SLICE_US 10000
+/* Auto-converge: a throttled vCPU runs this long, then sleeps in proportion
+ * (QEMU's CPU_THROTTLE_TIMESLICE_NS is the same 10 ms). */
+#define VM_THROTTLE_RUN_NS 10000000LL
 
 struct device;
 struct vcpu;
@@ -84,6 +86,7 @@ struct vm {
 	enum vm_state state;
 	bool pause_req;		/* vCPUs should park */
 	bool exit_req;		/* vCPU threads should end */
+	bool had_threads;	/* vm_stop_begin() found threads to join */
 	unsigned parked;	/* vCPUs currently parked */
 	struct timespec started;
 
@@ -100,8 +103,6 @@ struct vm {
 	bool manual_dirty_protect;
 	uint64_t *slot_dirty;	/* scratch for KVM_GET_DIRTY_LOG, memfd-page order */
 	unsigned throttle_pct;	/* auto-converge: read by vCPU threads */
-	bool throttle_on;
-	pthread_t throttle_thread;
 
 	struct emu_stats emu;	/* emulate.c: instructions finished for KVM */
 };
@@ -135,6 +136,13 @@ int vm_pause(struct vm *vm, struct kv_err *err);
 int vm_resume(struct vm *vm, struct kv_err *err);
 /* End every vCPU thread for good (the VM can't run again). */
 void vm_stop(struct vm *vm);
+/* Its first half: tell every vCPU to end, without waiting (then release
+ * whatever they may be blocked on, then vm_stop()). */
+void vm_stop_begin(struct vm *vm);
+/* Post-copy without a connection: ask the vCPUs to park and hold them,
+ * without waiting (one blocked on a missing page cannot park until the
+ * page comes); on=false lets them go.  The VM's state does not change. */
+void vm_hold(struct vm *vm, bool on);
 
 void vm_request_shutdown(struct vm *vm, enum vm_shutdown_reason reason, int code,
 			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
