@@ -14,6 +14,7 @@ enum {
 	KV_EXIT_CANCELLED = 4,	/* migrate: cancelled, the VM runs on the source */
 	KV_EXIT_UNREACHABLE = 5,	/* could not reach the VMM / peer */
 	KV_EXIT_INDETERMINATE = 6,	/* migrate: who runs the VM is unknown */
+	KV_EXIT_POSTCOPY_PAUSED = 7,	/* migrate: post-copy lost its link; resume it */
 };
 
 /* kvmove run [options]: one VMM process for one VM. */

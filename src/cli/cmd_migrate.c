@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "migration/policy.h"
+
 static void usage(FILE *f)
 {
 	fputs("usage: kvmove migrate --control SOCKET --to tcp:HOST:PORT [options]\n"
@@ -42,8 +44,21 @@ static void usage(FILE *f)
 	      "  -p, --policy P         when the guest dirties memory faster than it can\n"
 	      "                         be sent: auto-converge (throttle the vCPUs; the\n"
 	      "                         default), force (switch over anyway: longer\n"
-	      "                         downtime) or fail (give up; the VM stays here)\n"
-	      "  -k, --check-only       only run the destination's preflight checks\n"
+	      "                         downtime), fail (give up; the VM stays here),\n"
+	      "                         postcopy (resume the VM on the destination after\n"
+	      "                         the first pass and fetch the pages it lacks on\n"
+	      "                         demand: short downtime, the guest slows while\n"
+	      "                         pages come) or auto (chosen from a sample of the\n"
+	      "                         guest's dirty rate and the link: see --check-only)\n"
+	      "  -P, --postcopy-after N hybrid: N pre-copy rounds, then post-copy if they\n"
+	      "                         did not converge (implies --policy postcopy)\n"
+	      "  -k, --check-only       only run the destination's preflight checks, probe\n"
+	      "                         the link, sample the guest's dirty rate for a\n"
+	      "                         second and predict each policy's total time,\n"
+	      "                         rounds and downtime (x-prediction with --json)\n"
+	      "  -R, --resume           reconnect a post-copy that lost its connection\n"
+	      "                         (status postcopy-paused) to the destination at\n"
+	      "                         --to, and follow it to the end\n"
 	      "  -q, --quick            quick migration (needs --via): the VM pauses, is\n"
 	      "                         saved and restored; downtime grows with its RAM\n"
 	      "  -V, --via DIR          quick migration through shared storage instead:\n"
@@ -71,7 +86,9 @@ static void usage(FILE *f)
 	      "  5  the destination or the source's control socket is unreachable\n"
 	      "  6  indeterminate: the link broke after the hand-over began and no lock\n"
 	      "     can tell who runs the VM (or the source VMM vanished); the message\n"
-	      "     says what to check and do\n", f);
+	      "     says what to check and do\n"
+	      "  7  post-copy paused: the VM runs on the destination, which still needs\n"
+	      "     pages this source holds; both wait.  Resume with --resume --to ADDR\n", f);
 }
 
 static int parse_uint(const char *opt, const char *s, long long lo, long long hi,
@@ -115,6 +132,8 @@ int cmd_migrate(int argc, char **argv)
 		{ "max-rounds", required_argument, NULL, 'r' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "check-only", no_argument, NULL, 'k' },
+		{ "postcopy-after", required_argument, NULL, 'P' },
+		{ "resume", no_argument, NULL, 'R' },
 		{ "via", required_argument, NULL, 'V' },
 		{ "quick", no_argument, NULL, 'q' },
 		{ "json", no_argument, NULL, 'j' },
@@ -126,12 +145,12 @@ int cmd_migrate(int argc, char **argv)
 				   .timeout_ms = 10000 };
 	json_t *args = json_object();
 	long long v;
-	bool quick = false;
+	bool quick = false, resume = false;
 	int ch, code = KV_EXIT_USAGE;
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:kV:qjt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:P:RkV:qjt:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o.control = optarg;
@@ -154,14 +173,23 @@ int cmd_migrate(int argc, char **argv)
 				goto usage;
 			json_object_set_new(args, "max-rounds", json_integer(v));
 			break;
-		case 'p':
-			if (strcmp(optarg, "fail") && strcmp(optarg, "force") &&
-			    strcmp(optarg, "auto-converge")) {
-				fprintf(stderr, "kvmove migrate: --policy must be fail, force or "
-					"auto-converge, not '%s'\n", optarg);
+		case 'p': {
+			enum mig_policy pol;
+			if (mig_policy_parse(optarg, &pol)) {
+				fprintf(stderr, "kvmove migrate: --policy must be fail, force, "
+					"auto-converge, postcopy or auto, not '%s'\n", optarg);
 				goto usage;
 			}
 			json_object_set_new(args, "policy", json_string(optarg));
+			break;
+		}
+		case 'P':
+			if (parse_uint("--postcopy-after", optarg, 1, 10000, &v))
+				goto usage;
+			json_object_set_new(args, "postcopy-after", json_integer(v));
+			break;
+		case 'R':
+			resume = true;
 			break;
 		case 'k':
 			json_object_set_new(args, "check-only", json_true());
@@ -224,6 +252,13 @@ int cmd_migrate(int argc, char **argv)
 			"to a file, use 'kvmove save')\n", o.target);
 		goto usage;
 	}
+	if (resume && json_object_size(args)) {
+		fprintf(stderr, "kvmove migrate: --resume takes only --control and --to (the "
+			"migration keeps its settings)\n");
+		goto usage;
+	}
+	if (resume)
+		json_object_set_new(args, "resume", json_true());
 	json_object_set_new(args, "uri", json_string(o.target));
 	o.args = args;
 	code = migwatch_run(&o);

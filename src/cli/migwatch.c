@@ -79,10 +79,13 @@ static const char *jstr(json_t *o, const char *key)
 	return s ? s : "";
 }
 
+/* Where the CLI stops following: the end, or a paused post-copy (which
+ * waits for an operator: 'kvmove migrate --resume'). */
 static bool is_terminal(const char *st)
 {
 	return !strcmp(st, "completed") || !strcmp(st, "failed") ||
-	       !strcmp(st, "cancelled") || !strcmp(st, "indeterminate");
+	       !strcmp(st, "cancelled") || !strcmp(st, "indeterminate") ||
+	       !strcmp(st, "postcopy-paused");
 }
 
 static void print_json_line(json_t *v)
@@ -177,6 +180,10 @@ static void show_progress(struct watch *w, json_t *q)
 	if (thr && n > 0 && (size_t)n < sizeof(line))
 		n += snprintf(line + n, sizeof(line) - (size_t)n, "  throttle %lld%%",
 			      (long long)json_integer_value(thr));
+	if (!strncmp(st, "postcopy", 8) && n > 0 && (size_t)n < sizeof(line))
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "  %.1f MiB still at the "
+			      "source, %lld pages asked for", (double)jint(ram, "remaining") / MIB,
+			      (long long)jint(ram, "postcopy-requests"));
 	if (n < 0)
 		return;
 	if (n >= cols)		/* never wrap: \r could not take it back */
@@ -330,6 +337,43 @@ static void print_stats(struct watch *w, json_t *s)
 	if (json_object_get(s, "cpu-throttle-percentage"))
 		printf("  throttle     %lld%% of vCPU time at the end\n",
 		       (long long)jint(s, "cpu-throttle-percentage"));
+	if (json_object_get(s, "x-postcopy-time")) {
+		json_t *d = json_object_get(s, "x-postcopy-destination");
+		printf("  post-copy    %lld ms after the VM resumed there; %lld pages asked for\n",
+		       (long long)jint(s, "x-postcopy-time"),
+		       (long long)jint(ram, "postcopy-requests"));
+		if (d)
+			printf("  page faults  %lld; on-demand page latency p50 %lld us, p99 %lld "
+			       "us\n", (long long)jint(d, "faults"),
+			       (long long)jint(d, "fault-latency-p50-us"),
+			       (long long)jint(d, "fault-latency-p99-us"));
+	}
+}
+
+/* --check-only: what each policy would do, from the sample. */
+static void print_prediction(json_t *s)
+{
+	json_t *p = json_object_get(s, "x-prediction"), *pol, *o;
+	const char *name;
+
+	if (!p)
+		return;
+	printf("  sampled      guest dirties %.1f MiB/s (working set %.0f MiB, hot %.1f "
+	       "MiB); link %.1f MiB/s\n", jnum(p, "dirty-rate") / MIB,
+	       jnum(p, "working-set") / MIB, jnum(p, "hot-set") / MIB,
+	       jnum(p, "bandwidth") / MIB);
+	pol = json_object_get(p, "policies");
+	json_object_foreach(pol, name, o) {
+		if (!json_is_true(json_object_get(o, "converges")))
+			printf("  %-14s would not converge (gives up after %lld rounds)\n", name,
+			       (long long)jint(o, "rounds"));
+		else
+			printf("  %-14s %.1f s total, %lld ms downtime, %lld rounds%s\n", name,
+			       (double)jint(o, "total-time") / 1e3, (long long)jint(o, "downtime"),
+			       (long long)jint(o, "rounds"),
+			       jint(o, "throttle") ? " (throttled)" : "");
+	}
+	printf("  choice       %s (what --policy auto would use)\n", jstr(p, "choice"));
 }
 
 /* The summary, and the exit status for the outcome. */
@@ -345,6 +389,8 @@ static int finish(struct watch *w, json_t *s)
 		code = KV_EXIT_CANCELLED;
 	else if (!strcmp(st, "indeterminate"))
 		code = KV_EXIT_INDETERMINATE;
+	else if (!strcmp(st, "postcopy-paused"))
+		code = KV_EXIT_POSTCOPY_PAUSED;
 	else if (!strcmp(id, "preflight"))
 		code = KV_EXIT_REFUSED;
 	else if (!strcmp(id, "unreachable"))
@@ -355,13 +401,15 @@ static int finish(struct watch *w, json_t *s)
 	clear_line(w);
 	if (w->o->json) {
 		print_json_line(s);
-		if (code == KV_EXIT_INDETERMINATE)	/* what to do must be seen */
+		if (code == KV_EXIT_INDETERMINATE || code == KV_EXIT_POSTCOPY_PAUSED)
+			/* what to do must be seen */
 			fprintf(stderr, "kvmove %s: %s\n", w->o->verb, jstr(s, "error-desc"));
 		return code;
 	}
 	if (code == KV_EXIT_OK && check_only) {
 		printf("%s: preflight passed: %s can take this VM (nothing was moved)\n",
 		       w->name, w->o->target);
+		print_prediction(s);
 		return code;
 	}
 	switch (code) {
@@ -387,6 +435,10 @@ static int finish(struct watch *w, json_t *s)
 	case KV_EXIT_INDETERMINATE:
 		say(w, "migration outcome INDETERMINATE: %s", jstr(s, "error-desc"));
 		printf("%s: indeterminate\n", w->name);
+		break;
+	case KV_EXIT_POSTCOPY_PAUSED:
+		say(w, "%s", jstr(s, "error-desc"));
+		printf("%s: postcopy-paused\n", w->name);
 		break;
 	default:
 		say(w, "%s failed (%s): %s; the VM keeps running on the source",

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,6 +39,22 @@ static void *source_main(void *arg)
 	return NULL;
 }
 
+/* 128 random bits, hex: what a destination checks before it lets a source
+ * reconnect to a paused post-copy. */
+static void make_id(char out[33])
+{
+	uint8_t b[16] = { 0 };
+
+	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
+		/* getrandom cannot fail for 16 bytes once the pool is ready;
+		 * still, never leave the id predictable-by-accident */
+		uint64_t t = (uint64_t)src_now_ms() * 1000003u ^ (uint64_t)getpid();
+		memcpy(b, &t, sizeof(t));
+	}
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
 int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	      const struct mig_params *p, mig_event_fn ev, void *ev_opaque,
 	      struct kv_err *err)
@@ -61,10 +78,18 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	m->ev_opaque = ev_opaque;
 	m->fd = -1;
 	m->t_start = src_now_ms();
+	mig_policy_defaults(&m->pcfg);
+	m->pcfg.policy = p->policy;	/* AUTO: resolved by the prediction */
+	m->pcfg.downtime_ms = p->downtime_ms;
+	m->pcfg.max_rounds = p->max_rounds;
+	m->pcfg.postcopy_after = p->postcopy_after;
 	pthread_mutex_init(&m->ev_mu, NULL);
 	pthread_mutex_init(&m->mu, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	make_id(m->id);
 	r = pthread_create(&m->thread, NULL, source_main, m);
 	if (r) {
+		pthread_cond_destroy(&m->cond);
 		pthread_mutex_destroy(&m->mu);
 		pthread_mutex_destroy(&m->ev_mu);
 		free(m);
@@ -103,6 +128,46 @@ int mig_cancel(struct migration *m, struct kv_err *err)
 	}
 	pthread_mutex_unlock(&m->ev_mu);
 	return r;
+}
+
+int mig_resume(struct migration *m, const char *uri, struct kv_err *err)
+{
+	int r = 0;
+
+	if (strncmp(uri, "tcp:", 4) || strlen(uri) >= sizeof(m->resume_uri))
+		return kv_errf(err, EINVAL, "resume needs a tcp:HOST:PORT destination");
+	pthread_mutex_lock(&m->mu);
+	if (m->status != MIG_POSTCOPY_PAUSED)
+		r = kv_errf(err, EINVAL, "there is no paused post-copy to resume (the migration "
+			    "is %s)", mig_status_name(m->status));
+	else {
+		snprintf(m->resume_uri, sizeof(m->resume_uri), "%s", uri);
+		m->resume_req = true;
+		pthread_cond_broadcast(&m->cond);
+	}
+	pthread_mutex_unlock(&m->mu);
+	return r;
+}
+
+void mig_abandon(struct migration *m)
+{
+	if (!m)
+		return;
+	mig_cancel(m, NULL);	/* before GO: the VM simply stays here */
+	pthread_mutex_lock(&m->mu);
+	m->abandon = true;
+	pthread_cond_broadcast(&m->cond);
+	if (m->fd >= 0 && m->go_sent)
+		shutdown(m->fd, SHUT_RDWR);	/* a post-copy push ends */
+	pthread_mutex_unlock(&m->mu);
+}
+
+bool mig_postcopy_pending(struct migration *m)
+{
+	enum mig_status st = mig_get_status(m);
+
+	return st == MIG_POSTCOPY_ACTIVE || st == MIG_POSTCOPY_PAUSED ||
+	       st == MIG_POSTCOPY_RECOVER;
 }
 
 enum mig_status mig_get_status(struct migration *m)
@@ -150,6 +215,15 @@ json_t *mig_query(struct migration *m)
 				    json_integer((json_int_t)m->expected_ms));
 	if (m->throttle)
 		json_object_set_new(o, "cpu-throttle-percentage", json_integer(m->throttle));
+	if (m->postcopy) {
+		json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)
+				    __atomic_load_n(&m->pc_requests, __ATOMIC_RELAXED)));
+		json_object_set_new(o, "x-postcopy-time", json_integer((json_int_t)
+				    (m->postcopy_ms > 0 ? m->postcopy_ms :
+				     m->t_postcopy > 0 ? src_now_ms() - m->t_postcopy : 0)));
+		if (m->pc_stats)
+			json_object_set(o, "x-postcopy-destination", m->pc_stats);
+	}
 	if (m->error_id) {
 		json_object_set_new(o, "error-desc", json_string(m->error_desc));
 		json_object_set_new(o, "x-error-id", json_string(m->error_id));
@@ -159,9 +233,11 @@ json_t *mig_query(struct migration *m)
 	if (m->dest_load_ms > 0)
 		json_object_set_new(o, "x-destination-load-ms", json_real(m->dest_load_ms));
 	json_object_set_new(o, "x-check-only", json_boolean(m->p.check_only));
-	json_object_set_new(o, "x-policy",
-			    json_string(m->p.policy == MIG_POLICY_FAIL ? "fail" :
-					m->p.policy == MIG_POLICY_FORCE ? "force" : "auto-converge"));
+	json_object_set_new(o, "x-policy", json_string(mig_policy_name(m->pcfg.policy)));
+	if (m->p.policy == MIG_POLICY_AUTO)
+		json_object_set_new(o, "x-policy-requested", json_string("auto"));
+	if (m->prediction)
+		json_object_set(o, "x-prediction", m->prediction);
 	json_object_set_new(o, "x-downtime-target", json_integer((json_int_t)m->p.downtime_ms));
 	pthread_mutex_unlock(&m->mu);
 	return o;
@@ -173,6 +249,10 @@ void mig_destroy(struct migration *m)
 		return;
 	pthread_join(m->thread, NULL);
 	json_decref(m->preflight);
+	json_decref(m->prediction);
+	json_decref(m->pc_stats);
+	free(m->hot);
+	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->mu);
 	pthread_mutex_destroy(&m->ev_mu);
 	free(m);
@@ -183,10 +263,15 @@ int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
 	const char *key;
 	json_t *v;
 
+	struct mig_policy_cfg def;
+	bool have_policy = false;
+
+	mig_policy_defaults(&def);
 	memset(p, 0, sizeof(*p));
-	p->downtime_ms = 100;
-	p->max_rounds = 30;
-	p->policy = MIG_POLICY_AUTO_CONVERGE;
+	p->downtime_ms = def.downtime_ms;
+	p->max_rounds = def.max_rounds;
+	p->policy = def.policy;
+	p->postcopy_after = 0;
 	json_object_foreach(args, key, v) {
 		if (!strcmp(key, "uri")) {
 			if (!json_is_string(v) || json_string_length(v) >= sizeof(p->uri) ||
@@ -209,16 +294,15 @@ int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
 				return kv_errf(err, EINVAL, "'max-rounds' must be 1..10000");
 			p->max_rounds = (unsigned)json_integer_value(v);
 		} else if (!strcmp(key, "policy")) {
-			const char *s = json_string_value(v);
-			if (s && !strcmp(s, "fail"))
-				p->policy = MIG_POLICY_FAIL;
-			else if (s && !strcmp(s, "force"))
-				p->policy = MIG_POLICY_FORCE;
-			else if (s && !strcmp(s, "auto-converge"))
-				p->policy = MIG_POLICY_AUTO_CONVERGE;
-			else
-				return kv_errf(err, EINVAL, "'policy' must be fail, force or "
-					       "auto-converge");
+			if (mig_policy_parse(json_string_value(v), &p->policy))
+				return kv_errf(err, EINVAL, "'policy' must be fail, force, "
+					       "auto-converge, postcopy or auto");
+			have_policy = true;
+		} else if (!strcmp(key, "postcopy-after")) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > 10000)
+				return kv_errf(err, EINVAL, "'postcopy-after' must be 1..10000");
+			p->postcopy_after = (unsigned)json_integer_value(v);
 		} else if (!strcmp(key, "via")) {
 			if (!json_is_string(v) || json_string_length(v) == 0 ||
 			    json_string_length(v) >= sizeof(p->via) ||
@@ -235,6 +319,18 @@ int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
 	}
 	if (!p->uri[0])
 		return kv_errf(err, EINVAL, "'uri' is required");
+	/* --postcopy-after N alone means hybrid: N rounds of pre-copy, then
+	 * post-copy */
+	if (p->postcopy_after && !have_policy)
+		p->policy = MIG_POLICY_POSTCOPY;
+	if (p->postcopy_after && p->policy != MIG_POLICY_POSTCOPY)
+		return kv_errf(err, EINVAL, "'postcopy-after' goes with policy postcopy, not %s",
+			       mig_policy_name(p->policy));
+	if (!p->postcopy_after)
+		p->postcopy_after = def.postcopy_after;
+	if (p->postcopy_after > p->max_rounds)
+		return kv_errf(err, EINVAL, "'postcopy-after' (%u) is beyond 'max-rounds' (%u)",
+			       p->postcopy_after, p->max_rounds);
 	if (p->via[0] && strncmp(p->uri, "tcp:", 4))
 		return kv_errf(err, EINVAL, "'via' (quick migration through shared storage) "
 			       "needs a tcp: destination");

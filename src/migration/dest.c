@@ -27,12 +27,12 @@
 #include "devices/device.h"
 #include "migration/devstate.h"
 #include "migration/migration.h"
+#include "migration/postcopy.h"
 #include "migration/proto.h"
 #include "migration/ram.h"
 #include "migration/vmlock.h"
 #include "state/stream.h"
 
-#define PEER_TIMEOUT_MS 60000
 
 static double now_ms(void)
 {
@@ -42,10 +42,11 @@ static double now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static int check_hello(const struct stream_rec *rec, const char *want_role, struct kv_err *err)
+static int check_hello(struct mig_incoming *in, const struct stream_rec *rec,
+		       const char *want_role, struct kv_err *err)
 {
 	json_t *j;
-	const char *proto, *role;
+	const char *proto, *role, *id;
 	json_int_t ver;
 	int r = mig_parse_json(rec, &j, err);
 
@@ -60,6 +61,13 @@ static int check_hello(const struct stream_rec *rec, const char *want_role, stru
 			    (long long)ver, MIG_VERSION);
 	else if (strcmp(role, want_role))
 		r = kv_errf(err, EPROTO, "expected a %s, the peer is a %s", want_role, role);
+	else if (json_is_true(json_object_get(j, "resume")))
+		r = kv_errf(err, EPROTO, "the source wants to resume a post-copy; there is none "
+			    "here");
+	/* its id lets the same source (and only it) reconnect a paused post-copy */
+	id = json_string_value(json_object_get(j, "id"));
+	if (!r && id && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32)
+		memcpy(in->id, id, 33);
 	json_decref(j);
 	return r;
 }
@@ -137,19 +145,35 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 			break;
 		switch (rec.type) {
 		case MIG_REC_RAM:
-			r = ram_receive(in->vm, s, &rec, &in->pages, err);
+			if (in->status == MIG_SETUP)
+				mig_incoming_status(in, MIG_ACTIVE, NULL);
+			if (in->pc)
+				r = kv_errf(err, EBADMSG, "RAM record after POSTCOPY, before the VM "
+					    "runs");
+			else
+				r = ram_receive(in->vm, s, &rec, &in->pages, err);
 			break;
 		case MIG_REC_ROUND:
+			break;
+		case MIG_REC_POSTCOPY:
+			r = pc_dst_begin(in, &rec, err);
+			break;
+		case MIG_REC_DISCARD:
+			r = pc_dst_discard(in, &rec, err);
 			break;
 		case MIG_REC_VM_ARCH:
 		case MIG_REC_VCPU:
 		case MIG_REC_DEVICE:
-			if (!in->t_state)
+			if (!in->t_state) {
 				in->t_state = now_ms();
+				mig_incoming_status(in, MIG_DEVICE, NULL);
+			}
 			r = devstate_apply(in->vm, rx, rec.type, rec.payload, rec.len, err);
 			break;
 		case MIG_REC_STATE_END:
 			r = devstate_complete(in->vm, rx, err);
+			if (!r && in->pc)
+				r = pc_dst_arm(in, err);
 			free(rx);
 			return r;
 		case MIG_REC_ERROR: {
@@ -207,7 +231,7 @@ static int take_and_resume(struct mig_incoming *in, struct kv_err *err)
 	return r;
 }
 
-static int wait_accept(struct mig_incoming *in, struct kv_err *err)
+int mig_wait_accept(struct mig_incoming *in, struct kv_err *err)
 {
 	for (;;) {
 		struct pollfd p = { .fd = in->listen_fd, .events = POLLIN };
@@ -244,7 +268,7 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 	}
 	r = mig_expect(&s, MIG_REC_HELLO, &rec, err);
 	if (!r)
-		r = check_hello(&rec, "file", err);
+		r = check_hello(in, &rec, "file", err);
 	if (!r)
 		r = read_config(in, &s, &cfg, &check_only, NULL, &verdict, err);
 	if (!r && json_array_size(verdict)) {
@@ -319,6 +343,35 @@ static int quick_restore(struct mig_incoming *in, struct stream *s, struct kv_er
 	return 0;
 }
 
+/*
+ * After a check-only preflight: read the source's link probe (filler
+ * records, discarded; an empty one is answered with PROBE_ACK) until END.
+ */
+static int serve_probe(struct stream *s, struct kv_err *err)
+{
+	struct stream_rec rec;
+	uint64_t bytes = 0;
+
+	for (;;) {
+		int r = stream_read(s, &rec, err);
+
+		if (r)
+			return r;
+		if (rec.type == MIG_REC_END)
+			return 0;
+		if (rec.type != MIG_REC_PROBE)
+			return kv_errf(err, EBADMSG, "unexpected %s record after a check-only "
+				       "preflight", mig_rec_name(rec.type));
+		bytes += rec.len;
+		if (rec.len)
+			continue;
+		if ((r = mig_send_json(s, MIG_REC_PROBE_ACK,
+				       json_pack("{s:I}", "bytes", (json_int_t)bytes), err)) ||
+		    (r = stream_flush(s, err)))
+			return r;
+	}
+}
+
 /* One connection.  Returns 1 if it was a check-only probe (keep listening). */
 static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *err)
 {
@@ -330,12 +383,13 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 
 	r = mig_expect(s, MIG_REC_HELLO, &rec, err);
 	if (!r)
-		r = check_hello(&rec, "source", err);
+		r = check_hello(in, &rec, "source", err);
 	if (!r)
 		r = mig_send_json(s, MIG_REC_HELLO,
-				  json_pack("{s:s, s:i, s:s, s:[]}", "protocol", MIG_PROTOCOL,
+				  json_pack("{s:s, s:i, s:s, s:o}", "protocol", MIG_PROTOCOL,
 					    "version", MIG_VERSION, "role", "destination",
-					    "capabilities"), err);
+					    "capabilities", in->postcopy_ok ?
+					    json_pack("[s]", "postcopy") : json_array()), err);
 	if (!r)
 		r = stream_flush(s, err);
 	if (!r)
@@ -356,6 +410,9 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		goto out;
 	}
 	if (check_only) {
+		/* nothing was built: whatever the probe does, keep waiting */
+		if (serve_probe(s, err))
+			fprintf(stderr, "kvmove: check-only source: %s\n", err->msg);
 		fprintf(stderr, "kvmove: preflight check from the source passed; still waiting "
 			"for the migration\n");
 		r = 1;
@@ -387,12 +444,62 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 	/* Best effort: the VM runs here whatever happens to this message. */
 	mig_send_json(s, MIG_REC_RESUMED, json_pack("{s:f}", "load-ms", in->load_ms), NULL);
 	stream_flush(s, NULL);
+	if (in->pc) {
+		if (in->on_resumed)
+			in->on_resumed(in->opaque);
+		r = pc_dst_run(in, s, err);
+	}
 out:
 	if (!quick)
 		in->bytes = s->bytes_in;	/* quick: run_file counted the file */
 	json_decref(verdict);
 	mig_config_free(&cfg);
 	return r;
+}
+
+void mig_incoming_init(struct mig_incoming *in)
+{
+	in->listen_fd = in->conn_fd = -1;
+	in->status = MIG_NONE;
+	pthread_mutex_init(&in->mu, NULL);
+}
+
+void mig_incoming_destroy(struct mig_incoming *in)
+{
+	pc_dst_destroy(in);
+	pthread_mutex_destroy(&in->mu);
+}
+
+void mig_incoming_status(struct mig_incoming *in, enum mig_status st, const char *desc)
+{
+	json_t *data;
+
+	pthread_mutex_lock(&in->mu);
+	in->status = st;
+	snprintf(in->error, sizeof(in->error), "%s", desc ? desc : "");
+	pthread_mutex_unlock(&in->mu);
+	if (!in->ev)
+		return;
+	data = json_pack("{s:s}", "status", mig_status_name(st));
+	if (desc)
+		json_object_set_new(data, "error-desc", json_string(desc));
+	in->ev(in->ev_opaque, "MIGRATION", data);
+}
+
+json_t *mig_incoming_query(struct mig_incoming *in)
+{
+	json_t *o;
+
+	pthread_mutex_lock(&in->mu);
+	o = json_pack("{s:s, s:{s:I, s:I}}", "status", mig_status_name(in->status), "ram",
+		      "transferred", (json_int_t)__atomic_load_n(&in->bytes, __ATOMIC_RELAXED),
+		      "normal", (json_int_t)__atomic_load_n(&in->pages, __ATOMIC_RELAXED));
+	if (in->error[0])
+		json_object_set_new(o, "error-desc", json_string(in->error));
+	pthread_mutex_unlock(&in->mu);
+	if (in->pc)
+		json_object_set_new(o, "x-postcopy", pc_dst_stats(in));
+	return o;
 }
 
 int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
@@ -406,16 +513,17 @@ int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 		return in->listen_fd;
 	for (;;) {
 		struct stream s;
-		int fd = wait_accept(in, err);
+		int fd = mig_wait_accept(in, err);
 
 		if (fd < 0) {
 			r = fd;
 			break;
 		}
 		__atomic_store_n(&in->conn_fd, fd, __ATOMIC_RELEASE);
+		mig_incoming_status(in, MIG_SETUP, NULL);
 		r = stream_init(&s, fd, MIG_MAX_RECORD, err);
 		if (!r) {
-			s.timeout_ms = PEER_TIMEOUT_MS;
+			s.timeout_ms = MIG_PEER_TIMEOUT_MS;
 			r = run_conn(in, &s, err);
 			stream_destroy(&s);
 		}
@@ -426,5 +534,9 @@ int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 	}
 	close(in->listen_fd);
 	in->listen_fd = -1;
+	if (r)
+		mig_incoming_status(in, MIG_FAILED, err->msg);
+	else
+		mig_incoming_status(in, MIG_COMPLETED, NULL);
 	return r;
 }

@@ -17,6 +17,7 @@
 
 #include "common/err.h"
 #include "migration/config.h"
+#include "migration/policy.h"
 
 struct vm;
 struct vmlock;
@@ -27,6 +28,9 @@ enum mig_status {
 	MIG_ACTIVE,		/* pre-copy rounds, VM running */
 	MIG_DEVICE,		/* VM paused: last pages and all state */
 	MIG_SWITCHOVER,		/* destination loaded; handing the VM over */
+	MIG_POSTCOPY_ACTIVE,	/* the destination runs the VM; pages still flow */
+	MIG_POSTCOPY_PAUSED,	/* post-copy lost its connection; both sides wait */
+	MIG_POSTCOPY_RECOVER,	/* reconnecting a paused post-copy */
 	MIG_COMPLETED,
 	MIG_FAILED,		/* VM running on the source */
 	MIG_CANCELLING,
@@ -34,7 +38,6 @@ enum mig_status {
 	MIG_INDETERMINATE,	/* channel lost after GO and no lock to ask */
 };
 
-enum mig_policy { MIG_POLICY_FAIL, MIG_POLICY_AUTO_CONVERGE, MIG_POLICY_FORCE };
 
 struct mig_params {
 	char uri[512];		/* tcp:HOST:PORT or file:PATH */
@@ -42,6 +45,8 @@ struct mig_params {
 	uint64_t bandwidth;	/* bytes/s, 0 = unlimited */
 	unsigned max_rounds;	/* default 30 */
 	enum mig_policy policy;	/* default auto-converge */
+	unsigned postcopy_after;	/* post-copy after this many pre-copy rounds
+					 * that did not converge (default 1) */
 	bool check_only;	/* preflight only */
 	char via[512];		/* quick migration: save into this shared directory,
 				 * the destination restores from it */
@@ -60,6 +65,13 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	      struct kv_err *err);
 /* Ask it to stop; too late (-EBUSY) once GO was sent. */
 int mig_cancel(struct migration *m, struct kv_err *err);
+/* Reconnect a paused post-copy to uri (tcp:HOST:PORT). */
+int mig_resume(struct migration *m, const char *uri, struct kv_err *err);
+/* The VMM goes away: end the thread whatever the state (a paused post-copy
+ * then gives up the pages the destination still lacks). */
+void mig_abandon(struct migration *m);
+/* Is the destination still relying on this VMM for pages? */
+bool mig_postcopy_pending(struct migration *m);
 /* query-migrate's answer (new reference). */
 json_t *mig_query(struct migration *m);
 enum mig_status mig_get_status(struct migration *m);
@@ -73,13 +85,21 @@ void mig_destroy(struct migration *m);
 typedef int (*mig_build_fn)(void *opaque, const struct mig_vm_config *cfg, struct vm **vm,
 			    struct kv_err *err);
 
+struct pc_dst;
+
 struct mig_incoming {
 	const char *uri;		/* tcp:HOST:PORT to listen on, or NULL */
 	const char *file;		/* file to restore from, or NULL */
 	struct mig_host host;		/* what this host offers (preflight) */
 	struct vmlock *lock;		/* may be NULL */
+	bool postcopy_ok;		/* offer post-copy (userfaultfd works here) */
 	mig_build_fn build;
 	void *opaque;
+	/* Called (incoming thread) when the VM runs here but the migration
+	 * goes on: post-copy.  mig_incoming_run() returns only at its end. */
+	void (*on_resumed)(void *opaque);
+	mig_event_fn ev;		/* MIGRATION events, may be NULL */
+	void *ev_opaque;
 	int listen_fd, conn_fd;		/* so a signal can shut them down */
 	const int *cancel;
 	/* results */
@@ -90,7 +110,22 @@ struct mig_incoming {
 					 * source) to resume: our share of the
 					 * downtime */
 	double t_state;			/* internal: when the first state record came */
+	char id[33];			/* the source's migration id */
+	struct pc_dst *pc;		/* post-copy state, while it lasts */
+	pthread_mutex_t mu;		/* status and error, for queries */
+	enum mig_status status;
+	char error[KV_ERR_MAX];
 };
+
+void mig_incoming_init(struct mig_incoming *in);
+void mig_incoming_destroy(struct mig_incoming *in);	/* post-copy state too */
+/* Status change, with a MIGRATION event (desc: the error, if any). */
+void mig_incoming_status(struct mig_incoming *in, enum mig_status st, const char *desc);
+/* query-migrate on the destination (new reference). */
+json_t *mig_incoming_query(struct mig_incoming *in);
+/* Wait for the next connection on listen_fd (honours *cancel). */
+int mig_wait_accept(struct mig_incoming *in, struct kv_err *err);
+#define MIG_PEER_TIMEOUT_MS 60000
 
 /* Receive one VM and resume it.  0 on success (vm running). */
 int mig_incoming_run(struct mig_incoming *in, struct kv_err *err);

@@ -22,6 +22,10 @@ const char *mig_rec_name(uint16_t type)
 		[MIG_REC_STATE_END] = "STATE_END", [MIG_REC_READY] = "READY",
 		[MIG_REC_GO] = "GO", [MIG_REC_RESUMED] = "RESUMED",
 		[MIG_REC_ERROR] = "ERROR", [MIG_REC_END] = "END", [MIG_REC_SAVED] = "SAVED",
+		[MIG_REC_PROBE] = "PROBE", [MIG_REC_PROBE_ACK] = "PROBE_ACK",
+		[MIG_REC_POSTCOPY] = "POSTCOPY", [MIG_REC_DISCARD] = "DISCARD",
+		[MIG_REC_PAGE_REQ] = "PAGE_REQ", [MIG_REC_POSTCOPY_END] = "POSTCOPY_END",
+		[MIG_REC_POSTCOPY_DONE] = "POSTCOPY_DONE", [MIG_REC_NEEDED] = "NEEDED",
 	};
 	return type < sizeof(names) / sizeof(names[0]) && names[type] ? names[type] : "unknown";
 }
@@ -58,6 +62,17 @@ int mig_parse_json(const struct stream_rec *rec, json_t **out, struct kv_err *er
 	}
 	*out = j;
 	return 0;
+}
+
+bool mig_hello_has_cap(json_t *hello, const char *cap)
+{
+	json_t *caps = json_object_get(hello, "capabilities"), *c;
+	size_t i;
+
+	json_array_foreach(caps, i, c)
+		if (json_is_string(c) && !strcmp(json_string_value(c), cap))
+			return true;
+	return false;
 }
 
 int mig_expect(struct stream *s, uint16_t type, struct stream_rec *rec,

@@ -7,6 +7,7 @@
 #define KVMOVE_MIGRATION_PROTO_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -36,6 +37,17 @@ enum mig_rec_type {
 	MIG_REC_ERROR = 13,		/* JSON {id, desc}: the sender gives up */
 	MIG_REC_END = 14,		/* file trailer */
 	MIG_REC_SAVED = 15,		/* src -> dest, quick migration: JSON {path}; acts as GO */
+	MIG_REC_PROBE = 16,		/* src -> dest, check-only: filler to time the link;
+					 * an empty one asks for PROBE_ACK */
+	MIG_REC_PROBE_ACK = 17,		/* dest -> src: JSON {bytes}: all filler read */
+	/* post-copy (postcopy.h) */
+	MIG_REC_POSTCOPY = 18,		/* src -> dest: JSON {pages}: stale pages follow later */
+	MIG_REC_DISCARD = 19,		/* src -> dest: ranges of stale pages */
+	MIG_REC_PAGE_REQ = 20,		/* dest -> src: u32 count, u64 gpa each */
+	MIG_REC_POSTCOPY_END = 21,	/* src -> dest: every stale page was sent */
+	MIG_REC_POSTCOPY_DONE = 22,	/* dest -> src: JSON stats: all pages in place */
+	MIG_REC_NEEDED = 23,		/* dest -> src, on recovery: ranges still needed;
+					 * an empty record ends them */
 };
 
 const char *mig_rec_name(uint16_t type);
@@ -52,6 +64,9 @@ int mig_expect(struct stream *s, uint16_t type, struct stream_rec *rec,
 	       struct kv_err *err);
 /* Tell the peer why we stop (best effort). */
 void mig_send_error(struct stream *s, const char *id, const char *desc);
+
+/* Does a HELLO object list this capability? */
+bool mig_hello_has_cap(json_t *hello, const char *cap);
 
 /* "tcp:HOST:PORT" -> a connected or listening socket. */
 int mig_connect(const char *uri, int timeout_ms, struct kv_err *err);

@@ -69,8 +69,7 @@ static int flush_batch(struct ram_sender *rs, struct batch *b, struct kv_err *er
 	return 0;
 }
 
-/* memfd page index -> guest-physical address */
-static uint64_t page_gpa(const struct vm *vm, uint64_t page)
+uint64_t ram_page_gpa(const struct vm *vm, uint64_t page)
 {
 	uint64_t off = page << MEM_PAGE_SHIFT;
 
@@ -93,7 +92,7 @@ static int add_page(struct ram_sender *rs, struct batch *b, uint64_t page, bool 
 		rs->st.zero++;
 		return 0;
 	}
-	b->gpa[b->n] = page_gpa(rs->vm, page);
+	b->gpa[b->n] = ram_page_gpa(rs->vm, page);
 	b->hva[b->n] = hva;
 	b->zero[b->n] = zero;
 	if (++b->n == MIG_RAM_BATCH)
@@ -186,6 +185,59 @@ int ram_send_dirty(struct ram_sender *rs, struct kv_err *err)
 	}
 	r = flush_batch(rs, b, err);
 out:
+	free(b);
+	return r;
+}
+
+int ram_send_list(struct ram_sender *rs, const uint64_t *pages, unsigned n, struct kv_err *err)
+{
+	struct batch *b = calloc(1, sizeof(*b));
+	int r = 0;
+
+	if (!b)
+		return kv_errf(err, ENOMEM, "RAM batch");
+	for (unsigned i = 0; i < n && !r; i++) {
+		if (pages[i] >= rs->vm->mem.npages)
+			continue;
+		rs->dirty[pages[i] / 64] &= ~(1ull << (pages[i] % 64));
+		r = add_page(rs, b, pages[i], false, err);
+	}
+	if (!r)
+		r = flush_batch(rs, b, err);
+	free(b);
+	return r;
+}
+
+int ram_send_next(struct ram_sender *rs, const uint64_t *only, uint64_t *cursor, unsigned max,
+		  unsigned *sent, struct kv_err *err)
+{
+	uint64_t nwords = (rs->vm->mem.npages + 63) / 64, w = *cursor / 64;
+	struct batch *b = calloc(1, sizeof(*b));
+	int r = 0;
+
+	*sent = 0;
+	if (!b)
+		return kv_errf(err, ENOMEM, "RAM batch");
+	if (max > MIG_RAM_BATCH)
+		max = MIG_RAM_BATCH;
+	for (uint64_t k = 0; k <= nwords && *sent < max && !r; k++, w = (w + 1) % nwords) {
+		uint64_t bits = rs->dirty[w] & (only ? only[w] : ~0ull);
+
+		if (k == 0)	/* the first word: from the cursor on */
+			bits &= ~0ull << (*cursor % 64);
+		while (bits && *sent < max && !r) {
+			unsigned bit = (unsigned)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			rs->dirty[w] &= ~(1ull << bit);
+			r = add_page(rs, b, w * 64 + bit, false, err);
+			++*sent;
+			*cursor = w * 64 + bit + 1;
+		}
+	}
+	if (*cursor >= rs->vm->mem.npages)
+		*cursor = 0;
+	if (!r)
+		r = flush_batch(rs, b, err);
 	free(b);
 	return r;
 }
@@ -310,6 +362,30 @@ int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
 		}
 	}
 	plan_finish(vm, pl, pages);
+out:
+	free(pl);
+	return r;
+}
+
+int ram_visit(struct vm *vm, const uint8_t *p, uint32_t len, ram_page_fn fn, void *opaque,
+	      struct kv_err *err)
+{
+	struct ram_plan *pl = malloc(sizeof(*pl));
+	const uint8_t *data;
+	int r;
+
+	if (!pl)
+		return kv_errf(err, ENOMEM, "RAM record plan");
+	if ((r = plan_count(p, len, pl, err)) ||
+	    (r = plan_entries(vm, p + 4, len, pl, err)))
+		goto out;
+	data = p + 4 + ENTRY_HDR * pl->count;
+	for (uint32_t i = 0; i < pl->count && !r; i++) {
+		uint64_t page = mem_gpa_to_offset(&vm->mem, pl->gpa[i]) >> MEM_PAGE_SHIFT;
+		r = fn(opaque, page, pl->zero[i] ? NULL : data, err);
+		if (!pl->zero[i])
+			data += MEM_PAGE_SIZE;
+	}
 out:
 	free(pl);
 	return r;

@@ -42,6 +42,14 @@ int ram_send_all(struct ram_sender *rs, struct kv_err *err);
 /* Send and clear every page in rs->dirty. */
 int ram_send_dirty(struct ram_sender *rs, struct kv_err *err);
 uint64_t ram_dirty_count(const struct ram_sender *rs);
+/* Post-copy: send these pages (memfd page indexes) now, clearing their
+ * bits; and the next `max` dirty pages (only those also set in `only`, if
+ * given) from *cursor on, wrapping.  *sent: how many went. */
+int ram_send_list(struct ram_sender *rs, const uint64_t *pages, unsigned n, struct kv_err *err);
+int ram_send_next(struct ram_sender *rs, const uint64_t *only, uint64_t *cursor, unsigned max,
+		  unsigned *sent, struct kv_err *err);
+/* memfd page index -> guest-physical address (UINT64_MAX outside RAM) */
+uint64_t ram_page_gpa(const struct vm *vm, uint64_t page);
 
 /* Receiver: apply one RAM record (a whole payload in memory) to guest
  * memory, checking every entry. */
@@ -51,6 +59,11 @@ int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
  * has read) from the stream: entries first, then the data straight into
  * guest memory, then the checksum. */
 struct stream_rec;
+/* Post-copy receiver: check a whole RAM record, then hand each page to fn
+ * (memfd page index; data NULL for a zero page). */
+typedef int (*ram_page_fn)(void *opaque, uint64_t page, const uint8_t *data, struct kv_err *err);
+int ram_visit(struct vm *vm, const uint8_t *p, uint32_t len, ram_page_fn fn, void *opaque,
+	      struct kv_err *err);
 int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
 		uint64_t *pages, struct kv_err *err);
 

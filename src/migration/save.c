@@ -113,6 +113,7 @@ void src_run_quick_via(struct migration *m)
 		stream_destroy(&ps);
 		return;
 	}
-	src_hand_over(m, &ps, MIG_REC_SAVED, json_pack("{s:s}", "path", path));
+	if (!src_hand_over(m, &ps, MIG_REC_SAVED, json_pack("{s:s}", "path", path)))
+		src_finish_completed(m, "migrated to the destination");
 	stream_destroy(&ps);
 }

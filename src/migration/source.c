@@ -29,6 +29,7 @@
 #include "core/vm.h"
 #include "migration/devstate.h"
 #include "migration/migration.h"
+#include "migration/postcopy.h"
 #include "migration/proto.h"
 #include "migration/ram.h"
 #include "migration/vmlock.h"
@@ -51,6 +52,9 @@ const char *mig_status_name(enum mig_status st)
 	case MIG_ACTIVE: return "active";
 	case MIG_DEVICE: return "device";
 	case MIG_SWITCHOVER: return "pre-switchover";
+	case MIG_POSTCOPY_ACTIVE: return "postcopy-active";
+	case MIG_POSTCOPY_PAUSED: return "postcopy-paused";
+	case MIG_POSTCOPY_RECOVER: return "postcopy-recover";
 	case MIG_COMPLETED: return "completed";
 	case MIG_FAILED: return "failed";
 	case MIG_CANCELLING: return "cancelling";
@@ -78,7 +82,7 @@ void src_set_status(struct migration *m, enum mig_status st)
 		/* The last word carries the full stats: a source that completed
 		 * exits right after, so a client may never get to ask. */
 		if (st == MIG_COMPLETED || st == MIG_FAILED || st == MIG_CANCELLED ||
-		    st == MIG_INDETERMINATE)
+		    st == MIG_INDETERMINATE || st == MIG_POSTCOPY_PAUSED)
 			json_object_set_new(data, "stats", mig_query(m));
 		m->ev(m->ev_opaque, "MIGRATION", data);
 	}
@@ -125,9 +129,9 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 	int r;
 
 	r = mig_send_json(ps, MIG_REC_HELLO,
-			  json_pack("{s:s, s:i, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
+			  json_pack("{s:s, s:i, s:s, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
 				    "version", MIG_VERSION, "role", "source", "vm",
-				    m->vm->cfg.name, "capabilities"), err);
+				    m->vm->cfg.name, "id", m->id, "capabilities"), err);
 	if (!r)
 		r = stream_flush(ps, err);
 	if (!r)
@@ -143,6 +147,7 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 			    MIG_VERSION);
 		return src_set_fail(m, "protocol", err, r);
 	}
+	m->peer_postcopy = mig_hello_has_cap(j, "postcopy");
 	json_decref(j);
 
 	cfg = mig_config_to_json(m->vm, m->lock != NULL);
@@ -186,88 +191,9 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 	return 0;
 }
 
-/* ---- 3: pre-copy ---- */
-
-static void emit_pass(struct migration *m, uint64_t round, double expected_ms)
-{
-	if (m->ev)
-		m->ev(m->ev_opaque, "MIGRATION_PASS",
-		      json_pack("{s:I, s:I, s:f, s:f, s:i}", "pass", (json_int_t)round,
-				"remaining", (json_int_t)m->remaining, "expected-downtime",
-				expected_ms, "dirty-pages-rate", m->dirty_pps,
-				"cpu-throttle-percentage", (int)m->throttle));
-}
-
-static int precopy(struct migration *m, struct kv_err *err)
-{
-	double t0 = src_now_ms(), round_start = t0;
-	unsigned behind = 0;
-	int r;
-
-	src_set_status(m, MIG_ACTIVE);
-	if ((r = dirty_log_start(m->vm, err)))
-		return src_set_fail(m, "kvm", err, r);
-	stream_set_rate(&m->s, m->p.bandwidth);
-	if ((r = ram_send_all(&m->rs, err)) || (r = stream_flush(&m->s, err)))
-		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
-
-	for (uint64_t round = 1;; round++) {
-		double t = src_now_ms(), dt = (t - round_start) / 1e3;
-		double bw = (double)m->s.bytes_out / ((t - t0) / 1e3);	/* bytes/s */
-		int64_t newly = dirty_sync(m->vm, m->rs.dirty, err);
-		double expected;
-
-		if (newly < 0)
-			return src_set_fail(m, "kvm", err, (int)newly);
-		pthread_mutex_lock(&m->mu);
-		m->rounds = round;
-		m->remaining = ram_dirty_count(&m->rs) * MEM_PAGE_SIZE;
-		m->mbps = bw * 8 / 1e6;
-		m->dirty_pps = dt > 0 ? (double)newly / dt : 0;
-		expected = bw > 0 ? (double)m->remaining / bw * 1e3 : (m->remaining ? 1e9 : 0);
-		m->expected_ms = expected;
-		pthread_mutex_unlock(&m->mu);
-		src_publish(m);
-		emit_pass(m, round, expected);
-
-		if (expected <= (double)m->p.downtime_ms)
-			return 0;	/* the rest fits the downtime target */
-		if (round >= m->p.max_rounds) {
-			if (m->p.policy == MIG_POLICY_FORCE)
-				return 0;	/* switch over anyway; stats show the cost */
-			r = kv_errf(err, ETIME, "did not converge in %u rounds: %" PRIu64 " MiB "
-				    "still dirty, expected downtime %.0f ms > target %" PRIu64
-				    " ms (dirty rate %.0f MiB/s, bandwidth %.0f MiB/s)",
-				    m->p.max_rounds, m->remaining >> 20, expected,
-				    m->p.downtime_ms, m->dirty_pps * 4096 / 1048576, bw / 1048576);
-			return src_set_fail(m, "converge", err, r);
-		}
-		/* Falling behind: the guest dirties more than half of what we send. */
-		behind = (m->dirty_pps * (double)MEM_PAGE_SIZE > bw / 2) ? behind + 1 : 0;
-		if (behind >= 2 && m->p.policy == MIG_POLICY_AUTO_CONVERGE && m->throttle < 99) {
-			m->throttle = m->throttle ? m->throttle + 10 : 20;
-			if (m->throttle > 99)
-				m->throttle = 99;
-			if ((r = vm_set_throttle(m->vm, m->throttle, err)))
-				return src_set_fail(m, "kvm", err, r);
-		}
-		if (behind >= 3 && m->p.policy == MIG_POLICY_FAIL &&
-		    m->dirty_pps * (double)MEM_PAGE_SIZE >= bw) {
-			r = kv_errf(err, ETIME, "the guest dirties at least %.0f MiB/s (distinct "
-				    "pages), at or above the %.0f MiB/s the link carries; giving up "
-				    "(policy fail)",
-				    m->dirty_pps * 4096 / 1048576, bw / 1048576);
-			return src_set_fail(m, "converge", err, r);
-		}
-		round_start = src_now_ms();
-		if ((r = ram_send_dirty(&m->rs, err)) || (r = stream_flush(&m->s, err)))
-			return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
-	}
-}
-
 /* ---- 4: stop and copy ---- */
 
-static int stop_and_copy(struct migration *m, struct kv_err *err)
+static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 {
 	struct stream_rec rec;
 	int64_t n;
@@ -284,13 +210,18 @@ static int stop_and_copy(struct migration *m, struct kv_err *err)
 	n = dirty_sync(m->vm, m->rs.dirty, err);
 	if (n < 0)
 		return src_set_fail(m, "kvm", err, (int)n);
-	if ((r = ram_send_dirty(&m->rs, err)) || (r = devstate_send_all(m->vm, &m->s, err)) ||
+	/* post-copy: the pages dirty now stay here for later; the destination
+	 * learns which of its copies are stale */
+	r = postcopy ? src_postcopy_announce(m, err) : ram_send_dirty(&m->rs, err);
+	if (r || (r = devstate_send_all(m->vm, &m->s, err)) ||
 	    (r = stream_write(&m->s, MIG_REC_STATE_END, STREAM_F_MANDATORY, NULL, 0, err)) ||
 	    (r = stream_flush(&m->s, err)))
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
-	pthread_mutex_lock(&m->mu);
-	m->remaining = 0;
-	pthread_mutex_unlock(&m->mu);
+	if (!postcopy) {
+		pthread_mutex_lock(&m->mu);
+		m->remaining = 0;
+		pthread_mutex_unlock(&m->mu);
+	}
 	src_publish(m);
 	if ((r = mig_expect(&m->s, MIG_REC_READY, &rec, err)))
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "destination", err, r);
@@ -312,9 +243,11 @@ void src_finish_completed(struct migration *m, const char *how)
 /*
  * Past the point of no return: release the lock, send GO (or, for a quick
  * migration, SAVED with the file), wait for RESUMED.  If the channel breaks
- * now, the lock decides who runs the VM.
+ * now, the lock decides who runs the VM.  Returns 0 when the destination
+ * confirmed it runs the VM (the caller completes the migration), 1 when the
+ * outcome was decided and reported here.
  */
-void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t *payload)
+int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t *payload)
 {
 	struct stream_rec rec;
 	struct kv_err err = { "" };
@@ -347,8 +280,7 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 			json_decref(j);
 		}
 		pthread_mutex_unlock(&m->mu);
-		src_finish_completed(m, "migrated to the destination");
-		return;
+		return 0;
 	}
 
 	/* The channel broke after GO: who runs the VM now?  The arbiter is the
@@ -370,16 +302,23 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 			vm_resume(m->vm, NULL);
 			m->paused = false;
 			src_set_status(m, MIG_FAILED);
-			return;
+			return 1;
 		}
 		if (!rl && m->lock)
 			vmlock_release(m->lock);	/* the destination holds the disks */
+		if (m->postcopy)
+			return 0;	/* it runs the VM and needs our pages */
 		pthread_mutex_lock(&m->mu);
 		m->downtime_ms = -1;	/* unknown: the confirmation was lost */
 		pthread_mutex_unlock(&m->mu);
 		src_finish_completed(m, "migrated (the destination holds the VM's locks)");
-		return;
+		return 1;
 	}
+	/* Post-copy: it may run the VM and need our pages; pause and wait to
+	 * be reconnected (src_postcopy_run finds the channel broken).  The VM
+	 * never resumes here without a lock to say the destination let go. */
+	if (m->postcopy)
+		return 0;
 	{
 		char why[KV_ERR_MAX];
 		snprintf(why, sizeof(why), "%s", err.msg);
@@ -390,6 +329,7 @@ void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t
 	}
 	src_set_fail(m, "indeterminate", &err, -EIO);
 	src_set_status(m, MIG_INDETERMINATE);
+	return 1;
 }
 
 /* Any failure before GO: the VM keeps (or resumes) running here. */
@@ -489,15 +429,27 @@ void src_run_live(struct migration *m)
 		return;
 	}
 	if (m->p.check_only) {
+		if (src_check_only(m, &err)) {
+			src_rollback(m, &m->s, &err);
+			return;
+		}
 		stream_write(&m->s, MIG_REC_END, STREAM_F_MANDATORY, NULL, 0, NULL);
 		stream_flush(&m->s, NULL);
 		src_publish(m);
 		src_set_status(m, MIG_COMPLETED);	/* preflight passed; nothing moved */
 		return;
 	}
-	if (precopy(m, &err) || stop_and_copy(m, &err)) {
+	if (src_precopy(m, &m->postcopy, &err) || stop_and_copy(m, m->postcopy, &err)) {
 		src_rollback(m, &m->s, &err);
 		return;
 	}
-	src_hand_over(m, &m->s, MIG_REC_GO, NULL);
+	if (src_hand_over(m, &m->s, MIG_REC_GO, NULL))
+		return;
+	/* From RESUMED on, the destination runs the VM: a post-copy that
+	 * cannot finish pauses (both sides wait); it never comes back here. */
+	if (m->postcopy && src_postcopy_run(m, &err)) {
+		src_set_status(m, MIG_INDETERMINATE);	/* abandoned: see error-desc */
+		return;
+	}
+	src_finish_completed(m, "migrated to the destination");
 }

@@ -13,11 +13,14 @@
 #include <stdint.h>
 
 #include "migration/migration.h"
+#include "migration/policy.h"
 #include "migration/ram.h"
 #include "state/stream.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 #define PEER_TIMEOUT_MS 30000
+#define SRC_SAMPLES 4		/* dirty-rate sample points ... */
+#define SRC_SAMPLE_MS 1000	/* ... over about a second */
 
 struct migration {
 	struct vm *vm;
@@ -43,10 +46,29 @@ struct migration {
 	const char *error_id;
 	char error_desc[KV_ERR_MAX];
 	json_t *preflight;
+	json_t *prediction;	/* x-prediction, once the sample is in */
+	char id[33];		/* this migration's identity (hex), for recovery */
+	/* post-copy */
+	pthread_cond_t cond;	/* with mu: resume requests, abandon */
+	char resume_uri[512];	/* set by mig_resume */
+	bool resume_req, abandon;
+	double t_postcopy, postcopy_ms;
+	uint64_t pc_requests;	/* pages the destination asked for */
+	json_t *pc_stats;	/* the destination's POSTCOPY_DONE */
+	struct mig_policy_cfg pcfg;	/* policy resolved (auto: by the prediction) */
 
 	/* thread-private */
 	struct stream s;
 	struct ram_sender rs;
+	struct mig_policy_state pst;
+	bool peer_postcopy;	/* the destination offered post-copy */
+	bool postcopy;		/* the switchover is a post-copy one */
+	uint64_t *hot;		/* pages sent in the last round (post-copy pushes
+				 * those still dirty first) */
+	/* dirty-rate sample: cumulative distinct pages at times since start */
+	double sample_t0;
+	unsigned nsample;
+	double sample_t[SRC_SAMPLES], sample_pages[SRC_SAMPLES];
 	bool paused;
 	double t_pause;		/* when the VM was paused for the last time */
 };
@@ -59,9 +81,14 @@ bool src_is_cancelled(struct migration *m);
 
 int src_open_peer(struct migration *m, struct stream *ps, struct kv_err *err);
 int src_init_sender(struct migration *m, struct stream *s, struct kv_err *err);
-void src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t *payload);
+int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t *payload);
 void src_rollback(struct migration *m, struct stream *ps, struct kv_err *err);
 void src_finish_completed(struct migration *m, const char *how);
+
+/* precopy.c: pre-copy rounds under the policy; the dirty-rate sample, the
+ * link probe and the prediction.  *postcopy: the policy chose post-copy. */
+int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err);
+int src_check_only(struct migration *m, struct kv_err *err);
 
 void src_run_live(struct migration *m);
 void src_run_save(struct migration *m);

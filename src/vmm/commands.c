@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "control/control.h"
+#include "core/dirty.h"
 #include "core/vcpu_info.h"
 #include "core/vm.h"
 #include "migration/migration.h"
@@ -101,6 +102,8 @@ static int cmd_stop(void *opaque, json_t *args, json_t **ret, struct kv_err *err
 		return -EAGAIN;
 	if (migration_busy(vmm))
 		return kv_errf(err, EBUSY, "a migration is switching the VM over");
+	if (vmm_incoming_postcopy(vmm))
+		return kv_errf(err, EBUSY, "post-copy is still bringing this VM's memory in");
 	return vm_pause(vmm->vm, err);
 }
 
@@ -116,6 +119,8 @@ static int cmd_cont(void *opaque, json_t *args, json_t **ret, struct kv_err *err
 	/* Never resume a VM another host may be running (or about to). */
 	if (migration_busy(vmm))
 		return kv_errf(err, EBUSY, "a migration is switching the VM over");
+	if (vmm_incoming_postcopy(vmm))
+		return kv_errf(err, EBUSY, "post-copy is still bringing this VM's memory in");
 	pthread_mutex_lock(&vmm->mig_lock);
 	r = vmm->mig && mig_get_status(vmm->mig) == MIG_COMPLETED;
 	pthread_mutex_unlock(&vmm->mig_lock);
@@ -136,6 +141,14 @@ static int cmd_quit(void *opaque, json_t *args, json_t **ret, struct kv_err *err
 		raise(SIGTERM);
 		return 0;
 	}
+	/* A destination that runs the VM still needs pages only we have. */
+	pthread_mutex_lock(&vmm->mig_lock);
+	r = vmm->mig && mig_postcopy_pending(vmm->mig);
+	pthread_mutex_unlock(&vmm->mig_lock);
+	if (r)
+		return kv_errf(err, EBUSY, "post-copy: the destination runs the VM and still needs "
+			       "pages from this VMM; quitting now would lose the VM (resume the "
+			       "post-copy, or end this VMM with a signal if the VM is lost anyway)");
 	/* The main loop stops the VM; this reply goes out first. */
 	vm_request_shutdown(vmm->vm, VM_SHUTDOWN_HOST, 0, "quit command on the control socket");
 	return 0;
@@ -169,6 +182,35 @@ static int cmd_corrupt_page(void *opaque, json_t *args, json_t **ret, struct kv_
 	mem_mark_dirty(&vmm->vm->mem, (uint64_t)gpa, 1);
 	*ret = json_pack("{s:I}", "gpa", gpa);
 	return 0;
+}
+
+/*
+ * Test and tuning aid: throttle the vCPUs as auto-converge would, with no
+ * migration running (a migration sets its own throttle, so it is refused
+ * then).  The guest's write counters show what a throttle step achieves.
+ */
+static int cmd_set_throttle(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	static const char *const allowed[] = { "percent", NULL };
+	struct vmm *vmm = opaque;
+	json_t *jp = json_object_get(args, "percent");
+	int r = check_args(args, allowed, err);
+
+	if (r)
+		return r;
+	if (!json_is_integer(jp) || json_integer_value(jp) < 0 || json_integer_value(jp) > 99)
+		return kv_errf(err, EINVAL, "'percent' must be an integer 0..99");
+	if (!need_vm(vmm, err))
+		return -EAGAIN;
+	pthread_mutex_lock(&vmm->mig_lock);
+	if (vmm->mig && !mig_finished(vmm->mig))
+		r = kv_errf(err, EBUSY, "a migration is in progress and sets the throttle itself");
+	else
+		r = vm_set_throttle(vmm->vm, (unsigned)json_integer_value(jp), err);
+	pthread_mutex_unlock(&vmm->mig_lock);
+	if (!r)
+		*ret = json_pack("{s:i}", "percent", (int)vm_get_throttle(vmm->vm));
+	return r;
 }
 
 /* Debug: per-vCPU exit counts, and where each vCPU is while paused. */
@@ -240,8 +282,23 @@ static int cmd_migrate(void *opaque, json_t *args, json_t **ret, struct kv_err *
 {
 	struct vmm *vmm = opaque;
 	struct mig_params p;
-	int r = mig_params_from_json(args, &p, err);
+	int r;
 
+	/* resume: reconnect a paused post-copy (QMP's migrate resume=true) */
+	if (json_is_true(json_object_get(args, "resume"))) {
+		static const char *const allowed[] = { "uri", "resume", NULL };
+		json_t *u = json_object_get(args, "uri");
+		if ((r = check_args(args, allowed, err)))
+			return r;
+		if (!json_is_string(u))
+			return kv_errf(err, EINVAL, "'uri' is required");
+		pthread_mutex_lock(&vmm->mig_lock);
+		r = vmm->mig ? mig_resume(vmm->mig, json_string_value(u), err)
+			     : kv_errf(err, EINVAL, "there is no migration to resume");
+		pthread_mutex_unlock(&vmm->mig_lock);
+		return r;
+	}
+	r = mig_params_from_json(args, &p, err);
 	if (r)
 		return r;
 	if (!need_vm(vmm, err))
@@ -268,8 +325,10 @@ static int cmd_query_migrate(void *opaque, json_t *args, json_t **ret, struct kv
 	if (r)
 		return r;
 	pthread_mutex_lock(&vmm->mig_lock);
-	*ret = vmm->mig ? mig_query(vmm->mig) : json_object();	/* QMP: {} before any */
+	*ret = vmm->mig ? mig_query(vmm->mig) : vmm_incoming_query(vmm);
 	pthread_mutex_unlock(&vmm->mig_lock);
+	if (!*ret)
+		*ret = json_object();	/* QMP: {} before any */
 	return 0;
 }
 
@@ -294,13 +353,18 @@ static const struct ctl_cmd commands[] = {
 	{ "quit", cmd_quit, "shut the VM down and exit the VMM" },
 	{ "migrate", cmd_migrate,
 	  "start a migration: uri tcp:HOST:PORT (live) or file:PATH (save); downtime-ms, "
-	  "bandwidth (MiB/s), max-rounds, policy, check-only" },
+	  "bandwidth (MiB/s), max-rounds, policy (fail, force, auto-converge, postcopy, "
+	  "auto), postcopy-after, check-only, via; or resume=true with uri to reconnect a "
+	  "paused post-copy" },
 	{ "query-migrate", cmd_query_migrate, "status and stats of the last migration" },
 	{ "migrate_cancel", cmd_migrate_cancel, "cancel the migration; the VM stays here" },
 	{ "x-query-emulation", cmd_query_emulation,
 	  "instructions finished for KVM's emulator (int3, fwait) and failures" },
 	{ "x-query-vcpus", cmd_query_vcpus,
 	  "debug: per-vCPU exit counts; registers and mode while paused" },
+	{ "x-set-throttle", cmd_set_throttle,
+	  "throttle the vCPUs to 'percent' (0..99) of their time off, as auto-converge "
+	  "does; refused while a migration runs" },
 	{ "x-corrupt-page", cmd_corrupt_page,
 	  "debug: flip the byte at guest-physical address 'gpa'" },
 };

@@ -21,6 +21,7 @@
 #include "boot/pvh.h"
 #include "common/file.h"
 #include "control/control.h"
+#include "core/uffd.h"
 #include "core/vm.h"
 #include "devices/debug_exit.h"
 #include "devices/pci.h"
@@ -305,9 +306,13 @@ struct incoming_job {
 	struct vmm *vmm;
 	struct mig_incoming in;
 	struct kv_err err;
+	pthread_t thread;
+	bool running;		/* the thread is to be joined */
 	int rc;
-	int done_efd;
+	int done_efd;		/* the thread ended */
+	int resumed_efd;	/* post-copy: the VM runs, pages still come */
 	int cancel;
+	struct kvm_cpuid2 *supported;
 };
 
 static void *incoming_main(void *arg)
@@ -322,65 +327,154 @@ static void *incoming_main(void *arg)
 	return NULL;
 }
 
+static void incoming_resumed(void *opaque)
+{
+	struct vmm *vmm = opaque;
+	uint64_t one = 1;
+
+	if (write(vmm->inc->resumed_efd, &one, sizeof(one)) < 0) {
+		/* cannot happen with an eventfd */
+	}
+}
+
+static void incoming_event(void *opaque, const char *event, json_t *data)
+{
+	struct vmm *vmm = opaque;
+
+	if (vmm->ctl)
+		ctl_server_emit(vmm->ctl, event, data);
+	else
+		json_decref(data);
+}
+
+/* Stop waiting: wake any blocked read or accept. */
+static void incoming_cancel(struct incoming_job *j)
+{
+	int fd;
+
+	__atomic_store_n(&j->cancel, 1, __ATOMIC_RELEASE);
+	fd = __atomic_load_n(&j->in.conn_fd, __ATOMIC_ACQUIRE);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+}
+
+/* End the incoming side (cancel it if still running) and free it; a
+ * post-copy still waiting for pages lets its faulting threads go. */
+static void incoming_finish(struct vmm *vmm)
+{
+	struct incoming_job *j = vmm->inc;
+
+	if (!j)
+		return;
+	if (j->running) {
+		incoming_cancel(j);
+		pthread_join(j->thread, NULL);
+		j->running = false;
+	}
+	mig_incoming_destroy(&j->in);
+	if (j->done_efd >= 0)
+		close(j->done_efd);
+	if (j->resumed_efd >= 0)
+		close(j->resumed_efd);
+	free(j->supported);
+	free(j);
+	vmm->inc = NULL;
+}
+
+json_t *vmm_incoming_query(struct vmm *vmm)
+{
+	return vmm->inc ? mig_incoming_query(&vmm->inc->in) : NULL;
+}
+
+bool vmm_incoming_postcopy(struct vmm *vmm)
+{
+	enum mig_status st;
+
+	if (!vmm->inc)
+		return false;
+	pthread_mutex_lock(&vmm->inc->in.mu);
+	st = vmm->inc->in.status;
+	pthread_mutex_unlock(&vmm->inc->in.mu);
+	return st == MIG_POSTCOPY_ACTIVE || st == MIG_POSTCOPY_PAUSED;
+}
+
 static int run_incoming(struct vmm *vmm)
 {
-	struct incoming_job j = { .vmm = vmm, .rc = 0 };
-	struct kvm_cpuid2 *supported = NULL;
-	pthread_t t;
+	struct incoming_job *j = calloc(1, sizeof(*j));
+	bool resumed = false;
 	int r;
 
-	j.in.uri = vmm->opts.incoming;
-	j.in.file = vmm->opts.restore;
-	j.in.lock = vmm->lock;
-	j.in.build = build_vm;
-	j.in.opaque = vmm;
-	j.in.listen_fd = j.in.conn_fd = -1;
-	j.in.cancel = &j.cancel;
-	j.in.host.max_mem = vmm->opts.max_mem;
-	j.in.host.has_lock = vmm->lock != NULL;
-	if (mig_host_probe(&j.in.host, &supported, &j.err)) {
-		fprintf(stderr, "kvmove: %s\n", j.err.msg);
+	if (!j) {
+		fprintf(stderr, "kvmove: out of memory\n");
 		return 1;
 	}
-	j.done_efd = eventfd(0, EFD_CLOEXEC);
-	if (j.done_efd < 0 || pthread_create(&t, NULL, incoming_main, &j)) {
+	vmm->inc = j;
+	j->vmm = vmm;
+	j->done_efd = j->resumed_efd = -1;
+	mig_incoming_init(&j->in);
+	j->in.uri = vmm->opts.incoming;
+	j->in.file = vmm->opts.restore;
+	j->in.lock = vmm->lock;
+	j->in.build = build_vm;
+	j->in.opaque = vmm;
+	j->in.on_resumed = incoming_resumed;
+	j->in.ev = incoming_event;
+	j->in.ev_opaque = vmm;
+	j->in.postcopy_ok = uffd_supported();
+	j->in.cancel = &j->cancel;
+	j->in.host.max_mem = vmm->opts.max_mem;
+	j->in.host.has_lock = vmm->lock != NULL;
+	if (mig_host_probe(&j->in.host, &j->supported, &j->err)) {
+		fprintf(stderr, "kvmove: %s\n", j->err.msg);
+		return 1;
+	}
+	j->done_efd = eventfd(0, EFD_CLOEXEC);
+	j->resumed_efd = eventfd(0, EFD_CLOEXEC);
+	if (j->done_efd < 0 || j->resumed_efd < 0 ||
+	    pthread_create(&j->thread, NULL, incoming_main, j)) {
 		fprintf(stderr, "kvmove: cannot start the incoming migration\n");
-		free(supported);
 		return 1;
 	}
+	j->running = true;
 	if (vmm->opts.incoming)
 		fprintf(stderr, "kvmove: waiting for a migration on %s\n", vmm->opts.incoming);
 	for (;;) {
-		struct pollfd pfd[2] = { { .fd = j.done_efd, .events = POLLIN },
-					 { .fd = vmm->signal_fd, .events = POLLIN } };
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		struct pollfd pfd[3] = { { .fd = j->done_efd, .events = POLLIN },
+					 { .fd = vmm->signal_fd, .events = POLLIN },
+					 { .fd = j->resumed_efd, .events = POLLIN } };
+		if (poll(pfd, 3, -1) < 0 && errno != EINTR)
 			break;
 		if (pfd[0].revents & POLLIN)
 			break;
+		if (pfd[2].revents & POLLIN) {
+			resumed = true;	/* post-copy goes on in the thread */
+			break;
+		}
 		if (pfd[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
-			int fd;
 			if (read(vmm->signal_fd, &si, sizeof(si)) != sizeof(si))
 				continue;
-			/* Stop waiting: wake any blocked read or accept. */
-			__atomic_store_n(&j.cancel, 1, __ATOMIC_RELEASE);
-			fd = __atomic_load_n(&j.in.conn_fd, __ATOMIC_ACQUIRE);
-			if (fd >= 0)
-				shutdown(fd, SHUT_RDWR);
+			incoming_cancel(j);
 		}
 	}
-	pthread_join(t, NULL);
-	close(j.done_efd);
-	free(supported);
-	r = j.rc;
-	vmm->incoming_refused = j.in.refused;
-	if (r) {
-		fprintf(stderr, "kvmove: incoming migration failed: %s\n", j.err.msg);
-		return j.in.refused ? 3 : 1;
+	if (!resumed) {
+		pthread_join(j->thread, NULL);
+		j->running = false;
 	}
-	fprintf(stderr, "kvmove: %s: resumed after receiving %" PRIu64 " pages "
-		"(%.1f MiB); %.1f ms from the first CPU/device state record to resume\n", vmm->vm->cfg.name,
-		j.in.pages, (double)j.in.bytes / 1048576.0, j.in.load_ms);
+	r = resumed ? 0 : j->rc;
+	vmm->incoming_refused = j->in.refused;
+	if (r) {
+		fprintf(stderr, "kvmove: incoming migration failed: %s\n", j->err.msg);
+		return j->in.refused ? 3 : 1;
+	}
+	if (resumed)
+		fprintf(stderr, "kvmove: %s: resumed in post-copy after %.1f ms of loading; the "
+			"rest of its memory follows\n", vmm->vm->cfg.name, j->in.load_ms);
+	else
+		fprintf(stderr, "kvmove: %s: resumed after receiving %" PRIu64 " pages "
+			"(%.1f MiB); %.1f ms from the first CPU/device state record to resume\n",
+			vmm->vm->cfg.name, j->in.pages, (double)j->in.bytes / 1048576.0,
+			j->in.load_ms);
 	return 0;
 }
 
@@ -433,6 +527,10 @@ int vmm_run(struct vmm *vmm)
 			break;
 	}
 
+	/* A post-copy may still hold vCPUs on missing pages: tell them to end,
+	 * then release them (incoming_finish), then wait for them. */
+	vm_stop_begin(vm);
+	incoming_finish(vmm);
 	vm_stop(vm);
 	switch (vm->shutdown_reason) {
 	case VM_SHUTDOWN_HOST:
@@ -477,9 +575,12 @@ void vmm_destroy(struct vmm *vmm)
 	vmm->mig = NULL;
 	pthread_mutex_unlock(&vmm->mig_lock);
 	if (mig && !mig_finished(mig))
-		mig_cancel(mig, NULL);
+		mig_abandon(mig);
 	mig_destroy(mig);
 	}
+	if (vmm->vm)
+		vm_stop_begin(vmm->vm);
+	incoming_finish(vmm);
 	/* Then the control socket: no command may reach a half-destroyed VM. */
 	ctl_server_destroy(vmm->ctl);
 	vmm->ctl = NULL;

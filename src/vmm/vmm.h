@@ -11,6 +11,8 @@
 #include <pthread.h>
 #include <termios.h>
 
+#include <jansson.h>
+
 #include "common/err.h"
 #include "devices/device.h"
 
@@ -39,6 +41,7 @@ struct vmm_options {
 };
 
 struct migration;
+struct incoming_job;
 
 struct vmm {
 	struct vmm_options opts;
@@ -51,6 +54,7 @@ struct vmm {
 	struct vmlock *lock;	/* NULL without --lock */
 	pthread_mutex_t mig_lock;	/* guards mig: commands vs. teardown */
 	struct migration *mig;	/* the last outgoing migration */
+	struct incoming_job *inc;	/* the incoming migration (or restore) */
 	bool incoming_refused;
 };
 
@@ -61,6 +65,11 @@ int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *
 /* Start the vCPUs and serve until the VM shuts down. Returns the exit status. */
 int vmm_run(struct vmm *vmm);
 void vmm_destroy(struct vmm *vmm);
+
+/* query-migrate of the incoming side (new reference), or NULL if none. */
+json_t *vmm_incoming_query(struct vmm *vmm);
+/* Is an incoming post-copy still bringing pages in? */
+bool vmm_incoming_postcopy(struct vmm *vmm);
 
 /* commands.c: the control-socket command table for a VMM. */
 struct ctl_cmd;

@@ -43,7 +43,8 @@ MAX_PAYLOAD = 64 << 20      # beyond this the bytes are not a record stream
 
 REC = {1: "HELLO", 2: "CONFIG", 3: "PREFLIGHT", 4: "RAM", 5: "ROUND", 6: "VM_ARCH",
        7: "VCPU", 8: "DEVICE", 9: "STATE_END", 10: "READY", 11: "GO", 12: "RESUMED",
-       13: "ERROR", 14: "END", 15: "SAVED"}
+       13: "ERROR", 14: "END", 15: "SAVED", 16: "PROBE", 17: "PROBE_ACK", 18: "POSTCOPY",
+       19: "DISCARD", 20: "PAGE_REQ", 21: "POSTCOPY_END", 22: "POSTCOPY_DONE", 23: "NEEDED"}
 REC_TYPE = {v: k for k, v in REC.items()}
 
 

@@ -599,6 +599,31 @@ def check_migrated(src, dst, run, cpus=1, wss=None, timeout=180):
     return seqs
 
 
+def predict(src, dst_uri, *args):
+    """``kvmove migrate --check-only`` from src to dst_uri: the x-prediction
+    (the guest's sampled dirty rate, the link, each policy's outcome)."""
+    run = src.migrate(dst_uri, "--check-only", *args)
+    run.expect(0, "completed")
+    p = run.stat("x-prediction")
+    check(isinstance(p, dict) and p.get("dirty-rate", 0) >= 0, "no x-prediction: %r"
+          % run.result)
+    src.h.log("prediction: guest dirties %.1f MiB/s (working set %.0f MiB), link %.0f MiB/s; "
+              "choice %s" % (p["dirty-rate"] / 2**20, p["working-set"] / 2**20,
+                             p["bandwidth"] / 2**20, p.get("choice")))
+    return p
+
+
+def link_slower_than_guest(src, dst_uri, factor=3):
+    """A --bandwidth (MiB/s) that the guest on src out-dirties `factor` times,
+    from its dirty rate as sampled here and now (hosts differ tenfold in how
+    fast a guest dirties memory under dirty logging, so no fixed link speed
+    makes a guest "too fast" everywhere)."""
+    p = predict(src, dst_uri)
+    rate = p["dirty-rate"] / 2**20
+    check(rate >= 1, "the guest dirties only %.2f MiB/s: too slow to outrun any link" % rate)
+    return max(1, int(rate / factor))
+
+
 def heartbeat_gap_ms(src, dst):
     """What the guest's user felt at the switchover: host arrival time of the
     last heartbeat on src's console to the first on dst's (ms, to ~1 ms)."""

@@ -80,7 +80,11 @@ def test(h):
     run.expect(0, "completed")
     check(run.stat("x-check-only") is True and run.stat("x-preflight", "ok") is True,
           "check-only result: %r" % run.result)
-    check(run.stat("ram", "transferred", default=-1) < (1 << 20), "check-only moved memory")
+    ram = run.stat("ram", default={})
+    check(ram.get("normal", -1) == 0 and ram.get("duplicate", -1) == 0,
+          "check-only moved memory: %r" % ram)
+    check(isinstance(run.stat("x-prediction"), dict), "check-only predicted nothing: %r"
+          % run.result)
     dst.check_alive()
     check(dst.cmd("query-status")["status"] == "inmigrate", "the destination stopped waiting")
     dst.wait_listening()
