@@ -297,7 +297,7 @@ class Bench:
             mark = len(src.console)
             if src.kind == "kvmove":
                 dst = self.new_vm(vmm.Kvmove, self.kvmove, netns=dst_netns)
-                dst.incoming(host, port)
+                dst.incoming(host, port, via=via)
             else:
                 caps, params = self.qemu_params(config)
                 dst = self.new_vm(vmm.Qemu, self.qemu, netns=dst_netns)
@@ -342,9 +342,8 @@ class Bench:
                 self.keep_evidence("run%d" % len(self.rows), src)
             self.record(row)
             return row, src
-        # completed: the source is done (kvmove exits, QEMU waits in postmigrate)
-        if src.kind == "kvmove":
-            src.proc.wait(30)
+        # completed: the source is done; both wait in postmigrate for a quit
+        # (CPU and RSS are read before it, like QEMU's)
         row["src_cpu_s"] = round(src.proc.cpu_s() - c_src, 3)
         row["dst_cpu_s"] = round(dst.proc.cpu_s() - c_dst, 3)
         row["src_rss_mib"] = round(src.proc.hwm_mib() or 0)

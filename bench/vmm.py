@@ -449,10 +449,13 @@ class Kvmove(VM):
                      "--kernel", kernel, "--append", append,
                      "--console", self.console_path, "--control", self.qmp_path])
 
-    def incoming(self, host, port):
+    def incoming(self, host, port, via=None, name="bench"):
+        """A destination for the VM called name (--expect); via: the shared
+        directory quick migrations come through (--via)."""
         self.uri = "tcp:%s:%d" % (host, port)
-        self._start([self.kvmove, "run", "--incoming", self.uri,
-                     "--console", self.console_path, "--control", self.qmp_path])
+        self._start([self.kvmove, "run", "--incoming", self.uri, "--expect", name,
+                     "--console", self.console_path, "--control", self.qmp_path]
+                    + (["--via", via] if via else []))
         deadline = now() + 30
         while not ns_listening(self.netns, port):
             if not self.proc.alive() or now() > deadline:

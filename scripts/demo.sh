@@ -32,8 +32,8 @@ say "host A: kvmove run --mem $MEM --kernel testguest.elf --append '$CMDLINE'"
 "$KVMOVE" run --name demo --mem "$MEM" --kernel "$GUEST" --append "$CMDLINE" \
 	--lock "$dir/demo.lock" --console "$dir/a.console" --control "$dir/a.sock" 2>"$dir/a.err" &
 pids+=($!)
-say "host B: kvmove run --incoming tcp:127.0.0.1:$port"
-"$KVMOVE" run --incoming "tcp:127.0.0.1:$port" --lock "$dir/demo.lock" \
+say "host B: kvmove run --incoming tcp:127.0.0.1:$port --expect demo"
+"$KVMOVE" run --incoming "tcp:127.0.0.1:$port" --expect demo --lock "$dir/demo.lock" \
 	--console "$dir/b.console" --control "$dir/b.sock" 2>"$dir/b.err" &
 pids+=($!)
 

@@ -56,6 +56,9 @@ static void usage(FILE *f)
 	      "                         the link, sample the guest's dirty rate for a\n"
 	      "                         second and predict each policy's total time,\n"
 	      "                         rounds and downtime (x-prediction with --json)\n"
+	      "  -K, --keep-source      once the VM runs on the destination, leave the\n"
+	      "                         source VMM waiting with the VM stopped (QMP\n"
+	      "                         postmigrate) instead of quitting it\n"
 	      "  -R, --resume           reconnect a post-copy that lost its connection\n"
 	      "                         (status postcopy-paused) to the destination at\n"
 	      "                         --to, and follow it to the end\n"
@@ -134,6 +137,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "check-only", no_argument, NULL, 'k' },
 		{ "postcopy-after", required_argument, NULL, 'P' },
 		{ "resume", no_argument, NULL, 'R' },
+		{ "keep-source", no_argument, NULL, 'K' },
 		{ "via", required_argument, NULL, 'V' },
 		{ "quick", no_argument, NULL, 'q' },
 		{ "json", no_argument, NULL, 'j' },
@@ -150,7 +154,7 @@ int cmd_migrate(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:P:RkV:qjt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:P:RKkV:qjt:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o.control = optarg;
@@ -190,6 +194,9 @@ int cmd_migrate(int argc, char **argv)
 			break;
 		case 'R':
 			resume = true;
+			break;
+		case 'K':
+			o.keep_source = true;
 			break;
 		case 'k':
 			json_object_set_new(args, "check-only", json_true());

@@ -45,14 +45,44 @@ static void usage(FILE *f)
 	      "  --lock PATH          the VM's lock file on shared storage: only the\n"
 	      "                       process holding it may run the VM; migration\n"
 	      "                       hands it over (use the same file on both hosts)\n"
+	      "  --exit-after-migration\n"
+	      "                       end this VMM once its VM runs on a destination.\n"
+	      "                       By default it stays, the VM stopped (QMP status\n"
+	      "                       postmigrate), until 'quit': a manager reads the\n"
+	      "                       final stats (kvmove migrate quits it for you)\n"
 	      "\n"
 	      "Migration destination (instead of --kernel):\n"
-	      "  --incoming tcp:HOST:PORT\n"
-	      "                       wait for a live migration on this address; name,\n"
-	      "                       memory, vCPUs and CPU model come from the source\n"
-	      "  --restore FILE       run a VM saved with 'kvmove save' (quick migration)\n"
+	      "  --incoming tcp:HOST:PORT | defer\n"
+	      "                       wait for a live migration on this address (defer:\n"
+	      "                       the address comes later, by QMP migrate-incoming); name,\n"
+	      "                       memory, vCPUs and CPU model come from the source.\n"
+	      "                       Needs --expect.  A connection that is not the\n"
+	      "                       expected VM, or says nothing for 5 s, is refused\n"
+	      "                       and the destination keeps waiting\n"
+	      "  --expect NAME        the VM this destination takes (its --name at the\n"
+	      "                       source); any other is refused\n"
+	      "  --allow-disk PATH    a disk image the incoming VM may use, or a directory\n"
+	      "                       its disks may live in (repeatable; symlinks cannot\n"
+	      "                       lead out of it).  Without it: no disks at all\n"
+	      "  --allow-tap IFNAME   a TAP interface the incoming VM may use (repeatable).\n"
+	      "                       Without it: no NICs\n"
+	      "  --via DIR            take quick migrations through this shared directory\n"
+	      "                       (the image is DIR/NAME.kvmstate; the source never\n"
+	      "                       chooses the path)\n"
+	      "  --restore FILE       run a VM saved with 'kvmove save' (quick migration);\n"
+	      "                       the file is removed once the VM runs (a second\n"
+	      "                       restore would run it against disks it already\n"
+	      "                       changed), unless --keep-image.  Its disks and TAPs\n"
+	      "                       need --allow-disk / --allow-tap like a migration's\n"
+	      "  --keep-image         keep the --restore file (you restore the disks too)\n"
 	      "  --max-mem SIZE       refuse incoming VMs larger than this (default:\n"
 	      "                       what the host has available)\n"
+	      "  --max-vcpus N        refuse incoming VMs with more vCPUs (default: as\n"
+	      "                       many as the host has CPUs)\n"
+	      "  --no-sandbox         do not confine this VMM (by default an incoming or\n"
+	      "                       restoring VMM drops its capabilities and runs under\n"
+	      "                       a seccomp filter before it reads the VM: no exec,\n"
+	      "                       fork, ptrace, mount, ...).  For debugging only\n"
 	      "  -h, --help           this text\n"
 	      "\n"
 	      "Exit status: 0 when the VM was shut down from the host (quit, SIGINT,\n"
@@ -165,6 +195,14 @@ int cmd_run(int argc, char **argv)
 		{ "incoming", required_argument, NULL, 'I' },
 		{ "restore", required_argument, NULL, 'R' },
 		{ "max-mem", required_argument, NULL, 'X' },
+		{ "max-vcpus", required_argument, NULL, 'V' },
+		{ "expect", required_argument, NULL, 'E' },
+		{ "allow-disk", required_argument, NULL, 'A' },
+		{ "allow-tap", required_argument, NULL, 'T' },
+		{ "via", required_argument, NULL, 'v' },
+		{ "keep-image", no_argument, NULL, 'K' },
+		{ "no-sandbox", no_argument, NULL, 'U' },
+		{ "exit-after-migration", no_argument, NULL, 'Q' },
 		{ "disk", required_argument, NULL, 'D' },
 		{ "net", required_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
@@ -224,6 +262,51 @@ int cmd_run(int argc, char **argv)
 				return KV_EXIT_USAGE;
 			}
 			break;
+		case 'V': {
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*optarg == '\0' || *end || n < 1 || n > 64) {
+				fprintf(stderr, "kvmove run: --max-vcpus must be 1..64\n");
+				return KV_EXIT_USAGE;
+			}
+			o.max_vcpus = (unsigned)n;
+			break;
+		}
+		case 'E':
+			if (!mig_name_ok(optarg)) {
+				fprintf(stderr, "kvmove run: --expect: '%s' is not a VM name "
+					"([A-Za-z0-9._-], 1..63, not starting with '.' or '-')\n",
+					optarg);
+				return KV_EXIT_USAGE;
+			}
+			o.allow.expect = optarg;
+			break;
+		case 'A':
+		case 'T': {
+			const char **list = c == 'A' ? o.allow.disks : o.allow.taps;
+			unsigned *n = c == 'A' ? &o.allow.ndisks : &o.allow.ntaps;
+			if (*n >= MIG_ALLOW_MAX) {
+				fprintf(stderr, "kvmove run: at most %d --allow-%s\n", MIG_ALLOW_MAX,
+					c == 'A' ? "disk" : "tap");
+				return KV_EXIT_USAGE;
+			}
+			if (c == 'A' && optarg[0] != '/') {
+				fprintf(stderr, "kvmove run: --allow-disk needs an absolute path, not "
+					"'%s'\n", optarg);
+				return KV_EXIT_USAGE;
+			}
+			list[(*n)++] = optarg;
+			break;
+		}
+		case 'v':
+			if (optarg[0] != '/') {
+				fprintf(stderr, "kvmove run: --via needs an absolute path\n");
+				return KV_EXIT_USAGE;
+			}
+			o.allow.via = optarg;
+			break;
+		case 'K': o.keep_image = true; break;
+		case 'U': o.no_sandbox = true; break;
+		case 'Q': o.exit_after_migration = true; break;
 		case 'h': usage(stdout); return KV_EXIT_OK;
 		default: usage(stderr); return KV_EXIT_USAGE;
 		}
@@ -237,8 +320,22 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "kvmove run: give exactly one of --kernel, --incoming, --restore\n");
 		return KV_EXIT_USAGE;
 	}
-	if (strlen(o.name) >= 64) {
-		fprintf(stderr, "kvmove run: --name is limited to 63 characters\n");
+	if (!mig_name_ok(o.name)) {
+		fprintf(stderr, "kvmove run: --name '%s': use 1..63 of [A-Za-z0-9._-], not "
+			"starting with '.' or '-' (the name also names files)\n", o.name);
+		return KV_EXIT_USAGE;
+	}
+	if (o.incoming && !o.allow.expect) {
+		fprintf(stderr, "kvmove run: --incoming needs --expect NAME: the VM this "
+			"destination takes (a destination never runs whatever VM connects)\n");
+		return KV_EXIT_USAGE;
+	}
+	if (!o.incoming && !o.restore && (o.allow.expect || o.allow.ndisks || o.allow.ntaps ||
+					  o.allow.via || o.keep_image || o.max_vcpus ||
+					  o.no_sandbox)) {
+		fprintf(stderr, "kvmove run: --expect, --allow-disk, --allow-tap, --via, "
+			"--keep-image, --max-vcpus and --no-sandbox are for --incoming or "
+			"--restore\n");
 		return KV_EXIT_USAGE;
 	}
 

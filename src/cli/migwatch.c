@@ -441,9 +441,13 @@ static int finish(struct watch *w, json_t *s)
 		printf("%s: postcopy-paused\n", w->name);
 		break;
 	default:
-		say(w, "%s failed (%s): %s; the VM keeps running on the source",
-		    w->o->kind == MIGWATCH_LIVE ? "migration" : "save", *id ? id : "?",
-		    jstr(s, "error-desc"));
+		if (!strcmp(id, "shutdown"))	/* the VMM quit with its VM */
+			say(w, "%s ended: %s", w->o->kind == MIGWATCH_LIVE ? "migration" : "save",
+			    jstr(s, "error-desc"));
+		else
+			say(w, "%s failed (%s): %s; the VM keeps running on the source",
+			    w->o->kind == MIGWATCH_LIVE ? "migration" : "save", *id ? id : "?",
+			    jstr(s, "error-desc"));
 		printf("%s: failed\n", w->name);
 		break;
 	}
@@ -559,11 +563,16 @@ int migwatch_run(const struct migwatch_opts *o)
 		goto out;
 	}
 	code = finish(&w, result);
-	/* The source VMM exits after a completed migration or save: wait for
-	 * it, so that a script may reuse its socket, lock or memory next. */
+	/* The VM runs elsewhere (or in the file): the source VMM waits in
+	 * postmigrate for a quit.  Send it, and wait until the VMM is gone, so
+	 * that a script may reuse its socket, lock or memory next. */
 	if (code == KV_EXIT_OK && !json_is_true(json_object_get(result, "x-check-only")) &&
-	    ctl_client_wait_closed(w.c, o->timeout_ms, &err) < 0)
-		fprintf(stderr, "kvmove %s: warning: %s\n", o->verb, err.msg);
+	    !o->keep_source) {
+		/* an --exit-after-migration VMM may be gone already: fine */
+		ctl_client_execute(w.c, "quit", NULL, NULL, NULL, &err);
+		if (ctl_client_wait_closed(w.c, o->timeout_ms, &err) < 0)
+			fprintf(stderr, "kvmove %s: warning: %s\n", o->verb, err.msg);
+	}
 out:
 	clear_line(&w);
 	fflush(stdout);

@@ -20,6 +20,7 @@ struct migwatch_opts {
 	const char *target;	/* for humans: the URI or the file */
 	bool via;		/* live verb, but quick migration through a directory */
 	bool json;		/* NDJSON on stdout instead of human output */
+	bool keep_source;	/* leave a migrated source in postmigrate (no quit) */
 	int timeout_ms;		/* bounds each wait for the VMM */
 };
 

@@ -42,6 +42,10 @@ struct ctl_cmd {
 	const char *name;
 	ctl_handler_fn fn;
 	const char *help;	/* one line, for query-commands / docs */
+	/* Its arguments, for query-qmp-schema: "name:type" separated by
+	 * spaces, '?' before optional ones; types str, int, bool, number, any
+	 * (NULL: none). */
+	const char *args;
 };
 
 /*

@@ -6,6 +6,7 @@
  * and tracks strings, so its cost is linear and its memory is bounded by
  * the stream's max; jansson does the real parsing of each complete text.
  */
+#include "common/version.h"
 #include "control/protocol.h"
 
 #include <errno.h>
@@ -283,9 +284,11 @@ static char *line(json_t *obj)
 
 char *ctl_fmt_greeting(void)
 {
+	/* kvmove's own version in QMP's shape (query-version says the same) */
 	return line(json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}", "QMP",
-			      "version", "qemu", "micro", 0, "minor", 1, "major", 0,
-			      "package", "kvmove", "capabilities"));
+			      "version", "qemu", "micro", KVMOVE_VERSION_MICRO, "minor",
+			      KVMOVE_VERSION_MINOR, "major", KVMOVE_VERSION_MAJOR,
+			      "package", "kvmove " KVMOVE_VERSION, "capabilities"));
 }
 
 static int set_id(json_t *obj, json_t *id)
@@ -361,8 +364,8 @@ char *ctl_reply_toobig(void)
 /* ---- dispatch ---- */
 
 static const struct ctl_cmd builtins[] = {
-	{ "qmp_capabilities", NULL, "negotiate capabilities (none are offered)" },
-	{ "query-commands", NULL, "list the commands this VMM accepts" },
+	{ "qmp_capabilities", NULL, "negotiate capabilities (none are offered)", NULL },
+	{ "query-commands", NULL, "list the commands this VMM accepts", NULL },
 };
 
 static char *query_commands(const struct ctl_table *t, json_t *id)

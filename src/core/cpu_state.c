@@ -42,9 +42,30 @@ static int vcpu_validate(const void *p, struct kv_err *err)
 		return kv_errf(err, ERANGE, "%u MSRs, at most %d", st->nmsrs, CPU_MAX_MSRS);
 	if (st->xcrs.nr_xcrs > KVM_MAX_XCRS)
 		return kv_errf(err, ERANGE, "%u XCRs, at most %d", st->xcrs.nr_xcrs, KVM_MAX_XCRS);
-	if (st->mp_state.mp_state > KVM_MP_STATE_AP_RESET_HOLD)
-		return kv_errf(err, ERANGE, "MP state %u unknown", st->mp_state.mp_state);
-	return 0;
+	if (st->xcrs.flags)
+		return kv_errf(err, ERANGE, "XCR flags 0x%x", st->xcrs.flags);
+	for (uint32_t i = 0; i < st->xcrs.nr_xcrs; i++) {
+		uint64_t v = st->xcrs.xcrs[i].value;
+		/* only XCR0 exists on x86; its architectural rules (SDM 13.3):
+		 * x87 always, AVX needs SSE, the AVX-512 trio all or none */
+		if (st->xcrs.xcrs[i].xcr != 0)
+			return kv_errf(err, ERANGE, "XCR%u does not exist", st->xcrs.xcrs[i].xcr);
+		if (!(v & 1) || ((v & 4) && !(v & 2)) ||
+		    ((v & 0xe0) && ((v & 0xe0) != 0xe0 || !(v & 4))))
+			return kv_errf(err, ERANGE, "XCR0 0x%llx is not a valid state mask",
+				       (unsigned long long)v);
+	}
+	switch (st->mp_state.mp_state) {
+	case KVM_MP_STATE_RUNNABLE:
+	case KVM_MP_STATE_UNINITIALIZED:
+	case KVM_MP_STATE_INIT_RECEIVED:
+	case KVM_MP_STATE_HALTED:
+	case KVM_MP_STATE_SIPI_RECEIVED:
+		return 0;	/* the x86 states (the others are s390's or SEV's) */
+	default:
+		return kv_errf(err, ERANGE, "MP state %u is not an x86 vCPU state",
+			       st->mp_state.mp_state);
+	}
 }
 
 const struct vmstate_desc vcpu_state_vmstate =

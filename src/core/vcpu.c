@@ -56,6 +56,7 @@ struct vcpu {
 	timer_t timer;
 	bool have_timer;
 	int64_t run_start_ns;
+	int tid;		/* its thread's id, once started (atomic) */
 };
 
 /* The running vCPU's kvm_run, for the kick handler (thread-local). */
@@ -337,6 +338,7 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	tls_run = v->run;
+	__atomic_store_n(&v->tid, (int)gettid(), __ATOMIC_RELEASE);
 	create_timer(v);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
@@ -427,6 +429,11 @@ int vm_run_on_vcpu(struct vm *vm, unsigned idx, vcpu_work_fn fn, void *arg,
 	r = v->work_result;
 	pthread_mutex_unlock(&vm->lock);
 	return r;
+}
+
+int vcpu_thread_id(const struct vcpu *v)
+{
+	return __atomic_load_n(&v->tid, __ATOMIC_ACQUIRE);
 }
 
 uint64_t vcpu_exit_count(const struct vcpu *v)

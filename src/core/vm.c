@@ -236,7 +236,14 @@ int vm_add_device(struct vm *vm, struct device *dev, struct kv_err *err)
 	return 0;
 }
 
+static void emit(struct vm *vm, enum vm_event ev);
+
 int vm_start(struct vm *vm, struct kv_err *err)
+{
+	return vm_start_as(vm, false, err);
+}
+
+int vm_start_as(struct vm *vm, bool paused, struct kv_err *err)
 {
 	int r;
 
@@ -245,9 +252,12 @@ int vm_start(struct vm *vm, struct kv_err *err)
 		pthread_mutex_unlock(&vm->lock);
 		return kv_errf(err, EINVAL, "VM already started");
 	}
-	vm->state = VM_STATE_RUNNING;
+	/* paused: the threads park before their first KVM_RUN; cont resumes
+	 * the devices and them */
+	vm->state = paused ? VM_STATE_PAUSED : VM_STATE_RUNNING;
+	vm->pause_req = paused;
 	pthread_mutex_unlock(&vm->lock);
-	for (unsigned i = 0; i < vm->ndevices; i++)
+	for (unsigned i = 0; !paused && i < vm->ndevices; i++)
 		if (vm->devices[i]->ops->resume)
 			vm->devices[i]->ops->resume(vm->devices[i]);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
@@ -257,6 +267,8 @@ int vm_start(struct vm *vm, struct kv_err *err)
 			return r;
 		}
 	}
+	if (!paused)
+		emit(vm, VM_EVENT_RESUME);	/* as QEMU: at every start of the vCPUs */
 	return 0;
 }
 
@@ -471,10 +483,11 @@ const char *vm_shutdown_reason_name(enum vm_shutdown_reason r)
 	switch (r) {
 	case VM_SHUTDOWN_NONE: return "none";
 	case VM_SHUTDOWN_HOST: return "host-qmp-quit";
+	case VM_SHUTDOWN_SIGNAL: return "host-signal";
 	case VM_SHUTDOWN_GUEST: return "guest-shutdown";
 	case VM_SHUTDOWN_GUEST_RESET: return "guest-reset";
-	case VM_SHUTDOWN_ERROR: return "guest-panic";
-	case VM_SHUTDOWN_MIGRATED: return "migrated";
+	case VM_SHUTDOWN_ERROR: return "host-error";
+	case VM_SHUTDOWN_MIGRATED: return "migrated";	/* --exit-after-migration only */
 	}
 	return "unknown";
 }

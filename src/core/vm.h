@@ -53,7 +53,8 @@ enum vm_state {
 
 enum vm_shutdown_reason {
 	VM_SHUTDOWN_NONE,
-	VM_SHUTDOWN_HOST,	/* quit command, signal */
+	VM_SHUTDOWN_HOST,	/* quit command */
+	VM_SHUTDOWN_SIGNAL,	/* SIGINT, SIGTERM, SIGHUP */
 	VM_SHUTDOWN_GUEST,	/* guest asked (debug-exit port) */
 	VM_SHUTDOWN_GUEST_RESET,	/* triple fault */
 	VM_SHUTDOWN_ERROR,	/* KVM reported an error we cannot continue from */
@@ -131,6 +132,9 @@ struct vm_boot64 {
 int vm_setup_boot64(struct vm *vm, const struct vm_boot64 *b, struct kv_err *err);
 
 int vm_start(struct vm *vm, struct kv_err *err);
+/* Start the vCPU threads, parked (paused: a paused VM that migrated stays
+ * paused; vm_resume() lets it run) or running. */
+int vm_start_as(struct vm *vm, bool paused, struct kv_err *err);
 /* Park every vCPU outside KVM_RUN (pending I/O completed). Idempotent. */
 int vm_pause(struct vm *vm, struct kv_err *err);
 int vm_resume(struct vm *vm, struct kv_err *err);
@@ -178,6 +182,8 @@ typedef int (*vcpu_work_fn)(struct vcpu *vcpu, int vcpu_fd, void *arg);
 int vm_run_on_vcpu(struct vm *vm, unsigned idx, vcpu_work_fn fn, void *arg,
 		   struct kv_err *err);
 uint64_t vcpu_exit_count(const struct vcpu *vcpu);
+/* The host thread id of a started vCPU (0 before), for query-cpus-fast. */
+int vcpu_thread_id(const struct vcpu *vcpu);
 
 /* ---- vcpu.c (internal to core) ---- */
 int vcpu_create(struct vm *vm, unsigned id, struct vcpu **out, struct kv_err *err);

@@ -33,6 +33,11 @@ struct dev_spec {
 	uint8_t mac[6];
 };
 
+/* A disk's counters since the VMM started (query-blockstats). */
+struct dev_blockstats {
+	uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, flush_ops, failed_ops;
+};
+
 struct dev_ops {
 	const char *type;
 	/*
@@ -59,6 +64,8 @@ struct dev_ops {
 	/* Describe the device for re-creation (type and name are filled in
 	 * already).  Optional: devices every VM has need none. */
 	void (*spec)(struct device *dev, struct dev_spec *out);
+	/* Disks only (optional). */
+	void (*blockstats)(struct device *dev, struct dev_blockstats *out);
 	void (*destroy)(struct device *dev);
 	/* Migratable state: described by *state, stored at state_ptr(dev). */
 	const struct vmstate_desc *state;

@@ -30,6 +30,7 @@
 
 struct vblk {
 	struct virtio_dev vd;
+	struct dev_blockstats st;	/* updated atomically: any vCPU thread */
 	int fd;
 	bool readonly, locked;
 	uint64_t sectors;
@@ -119,8 +120,12 @@ static uint8_t handle(struct vblk *b, struct vq_elem *e, uint32_t *written)
 			return VIRTIO_BLK_S_IOERR;
 		if (len % SECTOR || sector > b->sectors || len / SECTOR > b->sectors - sector)
 			return VIRTIO_BLK_S_IOERR;
-		if (do_io(b, e, wr, sector * SECTOR, len, &err))
+		if (do_io(b, e, wr, sector * SECTOR, len, &err)) {
+			__atomic_add_fetch(&b->st.failed_ops, 1, __ATOMIC_RELAXED);
 			return VIRTIO_BLK_S_IOERR;
+		}
+		__atomic_add_fetch(wr ? &b->st.wr_ops : &b->st.rd_ops, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(wr ? &b->st.wr_bytes : &b->st.rd_bytes, len, __ATOMIC_RELAXED);
 		if (!wr) {
 			/* preadv wrote guest memory behind KVM's back */
 			uint64_t left = len;
@@ -134,6 +139,7 @@ static uint8_t handle(struct vblk *b, struct vq_elem *e, uint32_t *written)
 		return VIRTIO_BLK_S_OK;
 	}
 	case VIRTIO_BLK_T_FLUSH:
+		__atomic_add_fetch(&b->st.flush_ops, 1, __ATOMIC_RELAXED);
 		return fdatasync(b->fd) ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
 	case VIRTIO_BLK_T_GET_ID: {
 		char id[ID_BYTES] = { 0 };
@@ -256,6 +262,18 @@ static void blk_spec(struct device *dev, struct dev_spec *out)
 	out->readonly = b->readonly;
 }
 
+static void blk_blockstats(struct device *dev, struct dev_blockstats *out)
+{
+	struct vblk *b = vblk_of(virtio_from_device(dev));
+
+	out->rd_bytes = __atomic_load_n(&b->st.rd_bytes, __ATOMIC_RELAXED);
+	out->wr_bytes = __atomic_load_n(&b->st.wr_bytes, __ATOMIC_RELAXED);
+	out->rd_ops = __atomic_load_n(&b->st.rd_ops, __ATOMIC_RELAXED);
+	out->wr_ops = __atomic_load_n(&b->st.wr_ops, __ATOMIC_RELAXED);
+	out->flush_ops = __atomic_load_n(&b->st.flush_ops, __ATOMIC_RELAXED);
+	out->failed_ops = __atomic_load_n(&b->st.failed_ops, __ATOMIC_RELAXED);
+}
+
 static const struct dev_ops blk_ops = {
 	.type = "virtio-blk",
 	.pause = blk_pause,
@@ -266,26 +284,31 @@ static const struct dev_ops blk_ops = {
 	.acquire = blk_acquire,
 	.release = blk_release,
 	.spec = blk_spec,
+	.blockstats = blk_blockstats,
 };
 
 int virtio_blk_create(struct device **out, struct vm *vm, struct pci_host *host,
-		      const char *name, const char *path, bool readonly, bool take_lock,
+		      const char *name, const char *path, int fd, bool readonly, bool take_lock,
 		      struct kv_err *err)
 {
 	struct vblk *b = calloc(1, sizeof(*b));
 	struct stat st;
 	int r;
 
-	if (!b)
+	if (!b) {
+		if (fd >= 0)
+			close(fd);
 		return kv_errf(err, ENOMEM, "disk");
-	b->fd = -1;
+	}
+	b->fd = fd;
 	b->readonly = readonly;
 	if (strlen(path) >= sizeof(b->path)) {
-		free(b);
-		return kv_errf(err, ENAMETOOLONG, "disk path too long");
+		r = kv_errf(err, ENAMETOOLONG, "disk path too long");
+		goto fail;
 	}
 	strcpy(b->path, path);
-	b->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (b->fd < 0)
+		b->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (b->fd < 0 || fstat(b->fd, &st) < 0) {
 		r = kv_errf_sys(err, errno, "disk %s", path);
 		goto fail;

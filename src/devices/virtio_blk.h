@@ -20,8 +20,9 @@ struct pci_host;
 struct device;
 
 /* take_lock: lock the image now (false on a migration destination). */
+/* fd: the image already opened (it is taken over), or -1 to open path. */
 int virtio_blk_create(struct device **out, struct vm *vm, struct pci_host *host,
-		      const char *name, const char *path, bool readonly, bool take_lock,
+		      const char *name, const char *path, int fd, bool readonly, bool take_lock,
 		      struct kv_err *err);
 
 #endif

@@ -92,15 +92,70 @@ static int get_u32(json_t *v, uint32_t *out)
 	return 0;
 }
 
+/* Every key of o must be one of keys (NULL-terminated). */
+static int only_keys(json_t *o, const char *const *keys, const char *what, struct kv_err *err)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(o, k, v) {
+		const char *const *a = keys;
+		while (*a && strcmp(*a, k))
+			a++;
+		if (!*a)
+			return kv_errf(err, EBADMSG, "config: unknown key '%.64s' in %s", k, what);
+	}
+	return 0;
+}
+
+static int check_unique(const struct mig_vm_config *cfg, struct kv_err *err)
+{
+	for (uint32_t i = 0; i < cfg->cpuid->nent; i++)
+		for (uint32_t k = i + 1; k < cfg->cpuid->nent; k++)
+			if (cfg->cpuid->entries[i].function == cfg->cpuid->entries[k].function &&
+			    cfg->cpuid->entries[i].index == cfg->cpuid->entries[k].index)
+				return kv_errf(err, EBADMSG, "config: CPUID leaf 0x%x.%u is listed "
+					       "twice", cfg->cpuid->entries[i].function,
+					       cfg->cpuid->entries[i].index);
+	for (unsigned i = 0; i < cfg->ndevices; i++)
+		for (unsigned k = i + 1; k < cfg->ndevices; k++)
+			if (!strcmp(cfg->devices[i].name, cfg->devices[k].name))
+				return kv_errf(err, EBADMSG, "config: device %s is listed twice",
+					       cfg->devices[i].name);
+	return 0;
+}
+
+/* What each device type must and may carry. */
+static int check_device(const struct dev_spec *d, size_t i, struct kv_err *err)
+{
+	bool blk = !strcmp(d->type, "virtio-blk"), net = !strcmp(d->type, "virtio-net");
+
+	if (blk != !!d->path[0])
+		return kv_errf(err, EBADMSG, "config: device %zu: %s", i,
+			       blk ? "a virtio-blk disk needs a path" : "only disks have a path");
+	if (net != !!d->tap[0])
+		return kv_errf(err, EBADMSG, "config: device %zu: %s", i,
+			       net ? "a virtio-net NIC needs a tap" : "only NICs have a tap");
+	return 0;
+}
+
 int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *err)
 {
+	static const char *const top[] = { "name", "mem", "cpus", "cpuid", "devices", "lock",
+					   NULL };
+	static const char *const dev[] = { "name", "type", "path", "readonly", "tap", "mac",
+					   NULL };
 	json_t *v, *e;
 	size_t i;
 	int r;
 
 	memset(cfg, 0, sizeof(*cfg));
-	if ((r = get_str(j, "name", cfg->name, sizeof(cfg->name), err)))
+	if ((r = only_keys(j, top, "the VM", err)) ||
+	    (r = get_str(j, "name", cfg->name, sizeof(cfg->name), err)))
 		return r;
+	if (!mig_name_ok(cfg->name))
+		return kv_errf(err, EBADMSG, "config: VM name '%s' is not [A-Za-z0-9._-] (1..63, "
+			       "not starting with '.' or '-')", cfg->name);
 	v = json_object_get(j, "mem");
 	if (!json_is_integer(v) || json_integer_value(v) <= 0)
 		return kv_errf(err, EBADMSG, "config: 'mem' must be a positive integer");
@@ -149,7 +204,7 @@ int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *er
 	json_array_foreach(v, i, e) {
 		struct dev_spec *d = &cfg->devices[i];
 		json_t *x;
-		if (!json_is_object(e) ||
+		if (!json_is_object(e) || only_keys(e, dev, "a device", err) ||
 		    get_str(e, "name", d->name, sizeof(d->name), err) ||
 		    get_str(e, "type", d->type, sizeof(d->type), err) ||
 		    ((x = json_object_get(e, "path")) &&
@@ -163,6 +218,10 @@ int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *er
 			return kv_errf(err, EBADMSG, "config: device %zu is malformed", i);
 		}
 		d->readonly = json_is_true(json_object_get(e, "readonly"));
+		if ((r = check_device(d, i, err))) {
+			mig_config_free(cfg);
+			return r;
+		}
 		cfg->ndevices++;
 	}
 	v = json_object_get(j, "lock");
@@ -171,7 +230,9 @@ int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *er
 		return kv_errf(err, EBADMSG, "config: 'lock' must be a boolean");
 	}
 	cfg->uses_lock = json_is_true(v);
-	return 0;
+	if ((r = check_unique(cfg, err)))
+		mig_config_free(cfg);
+	return r;
 }
 
 void mig_config_free(struct mig_vm_config *cfg)
@@ -280,6 +341,37 @@ static void vendor_of(const struct kvm_cpuid2 *c, char out[13])
 	}
 }
 
+static const struct mig_allow no_allow;
+
+/* The destination's own policy first (never opens what it does not allow),
+ * then reachability: opened as the VM will open it. */
+static void check_disk(json_t *f, const struct mig_host *host, const struct dev_spec *d)
+{
+	struct kv_err e;
+	int fd = mig_allow_open_disk(host->allow ? host->allow : &no_allow, d->path, d->readonly,
+				     &e);
+
+	if (fd == -EPERM)
+		add_failure(f, "disk-not-allowed", "disk %s: %s", d->name, e.msg);
+	else if (fd < 0)
+		add_failure(f, "disk", "disk %s (%s) is not reachable from this host: %s", d->name,
+			    d->path, e.msg);
+	else
+		close(fd);
+}
+
+static void check_tap(json_t *f, const struct mig_host *host, const struct dev_spec *d)
+{
+	struct kv_err e;
+
+	if (mig_allow_tap(host->allow ? host->allow : &no_allow, d->tap, &e))
+		add_failure(f, "network-not-allowed", "network %s: %s", d->name, e.msg);
+	else if (!if_nametoindex(d->tap))
+		add_failure(f, "network", "network %s: TAP interface %s does not exist on this "
+			    "host (create it and attach it to the VM network first)", d->name,
+			    d->tap);
+}
+
 json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *host)
 {
 	json_t *f = json_array();
@@ -311,7 +403,8 @@ json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *ho
 		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this host has %" PRIu64
 			    " MiB available", cfg->mem_size >> 20, host->avail_mem >> 20);
 	if (cfg->ncpus > host->max_vcpus)
-		add_failure(f, "vcpus", "the VM has %u vCPUs; this host allows %u", cfg->ncpus,
+		add_failure(f, "vcpus", "the VM has %u vCPUs; this destination takes at most %u "
+			    "(--max-vcpus; by default as many as the host has CPUs)", cfg->ncpus,
 			    host->max_vcpus);
 	for (unsigned i = 0; i < cfg->ndevices; i++) {
 		const struct dev_spec *d = &cfg->devices[i];
@@ -323,17 +416,17 @@ json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *ho
 		if (!ok)
 			add_failure(f, "device", "device %s of type %s is not supported here",
 				    d->name, d->type);
-		if (!strcmp(d->type, "virtio-blk") &&
-		    access(d->path, d->readonly ? R_OK : R_OK | W_OK))
-			add_failure(f, "disk", "disk %s (%s) is not reachable from this host: %s",
-				    d->name, d->path, strerror(errno));
-		if (!strcmp(d->type, "virtio-net") && !if_nametoindex(d->tap))
-			add_failure(f, "network", "network %s: TAP interface %s does not exist on "
-				    "this host (create it and attach it to the VM network first)",
-				    d->name, d->tap);
+		if (!strcmp(d->type, "virtio-blk"))
+			check_disk(f, host, d);
+		if (!strcmp(d->type, "virtio-net"))
+			check_tap(f, host, d);
 	}
 	if (cfg->uses_lock && !host->has_lock)
 		add_failure(f, "lock", "the VM is guarded by a lock file on shared storage; "
 			    "start the destination with --lock on the same file");
+	if (!cfg->uses_lock && host->has_lock)
+		add_failure(f, "lock", "this destination guards its VM with --lock, but the "
+			    "incoming VM has no lock file (start the source with --lock on the "
+			    "same file)");
 	return f;
 }

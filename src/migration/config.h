@@ -13,6 +13,7 @@
 
 #include "common/err.h"
 #include "devices/device.h"
+#include "migration/allow.h"
 
 #define MIG_MAX_CPUID 256
 #define MIG_MAX_DEVICES 32
@@ -33,12 +34,15 @@ struct mig_vm_config {
 struct mig_host {
 	uint64_t max_mem;		/* --max-mem, 0 = no limit besides free RAM */
 	uint64_t avail_mem;		/* MemAvailable */
-	unsigned max_vcpus;
+	unsigned max_vcpus;		/* KVM's limit, or --max-vcpus */
 	bool has_lock;			/* --lock given */
 	const struct kvm_cpuid2 *supported;
+	const struct mig_allow *allow;	/* disks and TAPs it may use (NULL: none) */
 };
 
 json_t *mig_config_to_json(struct vm *vm, bool uses_lock);
+/* Strict: unknown keys, duplicate devices or CPUID leaves, a name that is
+ * not a safe file name, a device without what its type needs: refused. */
 /* "52:54:00:12:34:56" -> bytes; -EINVAL if malformed or multicast. */
 int mig_parse_mac(const char *s, uint8_t mac[6]);
 int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *err);

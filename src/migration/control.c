@@ -62,8 +62,9 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	struct migration *m;
 	int r;
 
-	if (vm_get_state(vm) != VM_STATE_RUNNING)
-		return kv_errf(err, EINVAL, "the VM must be running to migrate (it is %s)",
+	/* a paused VM moves too, and stays paused there */
+	if (vm_get_state(vm) != VM_STATE_RUNNING && vm_get_state(vm) != VM_STATE_PAUSED)
+		return kv_errf(err, EINVAL, "the VM cannot be migrated: it is %s",
 			       vm_state_name(vm_get_state(vm)));
 	if (strncmp(p->uri, "tcp:", 4) && strncmp(p->uri, "file:", 5))
 		return kv_errf(err, EINVAL, "unsupported destination '%s' (tcp:HOST:PORT or "
@@ -83,6 +84,12 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	m->pcfg.downtime_ms = p->downtime_ms;
 	m->pcfg.max_rounds = p->max_rounds;
 	m->pcfg.postcopy_after = p->postcopy_after;
+	m->pcfg.throttle_initial = p->throttle_initial;
+	m->pcfg.throttle_step = p->throttle_step;
+	m->pcfg.throttle_max = p->throttle_max;
+	/* from the moment migrate returns, query-migrate says setup (a poller
+	 * must never see "none" for a migration it started) */
+	m->status = MIG_SETUP;
 	pthread_mutex_init(&m->ev_mu, NULL);
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cond, NULL);
@@ -113,6 +120,7 @@ int mig_cancel(struct migration *m, struct kv_err *err)
 	else {
 		__atomic_store_n(&m->cancel, 1, __ATOMIC_RELEASE);
 		m->status = MIG_CANCELLING;
+		pthread_cond_broadcast(&m->cond);	/* a pre-switchover wait ends */
 	}
 	pthread_mutex_unlock(&m->mu);
 	/* The event goes out before the thread can be woken to say
@@ -128,6 +136,49 @@ int mig_cancel(struct migration *m, struct kv_err *err)
 	}
 	pthread_mutex_unlock(&m->ev_mu);
 	return r;
+}
+
+int mig_start_postcopy(struct migration *m, struct kv_err *err)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&m->mu);
+	if (!m->p.postcopy_ram && m->p.policy != MIG_POLICY_POSTCOPY)
+		r = kv_errf(err, EINVAL, "Enable postcopy with migrate-set-capabilities before "
+			    "the start of migration");
+	else if (m->status != MIG_SETUP && m->status != MIG_ACTIVE)
+		r = kv_errf(err, EINVAL, "postcopy must be started during pre-copy (the migration "
+			    "is %s)", mig_status_name(m->status));
+	else
+		__atomic_store_n(&m->start_postcopy, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&m->mu);
+	return r;
+}
+
+int mig_continue(struct migration *m, struct kv_err *err)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&m->mu);
+	if (m->status != MIG_PRE_SWITCHOVER)
+		r = kv_errf(err, EINVAL, "Migration not in expected state: %s",
+			    mig_status_name(m->status));
+	else {
+		m->continue_req = true;
+		pthread_cond_broadcast(&m->cond);
+	}
+	pthread_mutex_unlock(&m->mu);
+	return r;
+}
+
+bool mig_migrated(struct migration *m)
+{
+	bool b;
+
+	pthread_mutex_lock(&m->mu);
+	b = m->status == MIG_COMPLETED && !m->p.check_only;
+	pthread_mutex_unlock(&m->mu);
+	return b;
 }
 
 int mig_resume(struct migration *m, const char *uri, struct kv_err *err)
@@ -153,12 +204,16 @@ void mig_abandon(struct migration *m)
 {
 	if (!m)
 		return;
-	mig_cancel(m, NULL);	/* before GO: the VM simply stays here */
+	/* Like a cancel before GO, but the outcome is not "the VM runs on the
+	 * source": this VMM is going away with its VM (src_rollback reports
+	 * "shutdown").  After GO the thread is woken out of its wait or push. */
 	pthread_mutex_lock(&m->mu);
 	m->abandon = true;
+	if (!m->go_sent)
+		__atomic_store_n(&m->cancel, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&m->cond);
-	if (m->fd >= 0 && m->go_sent)
-		shutdown(m->fd, SHUT_RDWR);	/* a post-copy push ends */
+	if (m->fd >= 0)
+		shutdown(m->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -195,15 +250,35 @@ json_t *mig_query(struct migration *m)
 	json_t *o, *ram;
 	uint64_t total;
 
+	uint64_t pre, down, post;
+	double active_s;
+
 	pthread_mutex_lock(&m->mu);
 	total = m->vm->mem.size;
-	ram = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}",
-			"transferred", (json_int_t)m->transferred, "total", (json_int_t)total,
-			"duplicate", (json_int_t)m->zero, "normal", (json_int_t)m->normal,
+	/* bytes by phase: before the pause, while paused, in post-copy */
+	pre = m->bytes_paused ? m->bytes_paused : m->transferred;
+	down = m->bytes_paused ? (m->bytes_resumed ? m->bytes_resumed : m->transferred) - pre : 0;
+	post = m->bytes_resumed && m->postcopy ? m->transferred - m->bytes_resumed : 0;
+	active_s = m->t_active > 0 ? (src_now_ms() - m->t_active) / 1e3 : 0;
+	/* every field of QMP's MigrationStats, integers where its schema says
+	 * so; kvmove's own extras are x- fields of MigrationInfo */
+	ram = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, "
+			"s:I, s:I, s:I, s:I, s:I}",
+			"transferred", (json_int_t)m->transferred, "remaining",
+			(json_int_t)m->remaining, "total", (json_int_t)total,
+			"duplicate", (json_int_t)m->zero, "skipped", (json_int_t)0,
+			"normal", (json_int_t)m->normal,
 			"normal-bytes", (json_int_t)(m->normal * MEM_PAGE_SIZE),
-			"remaining", (json_int_t)m->remaining,
-			"dirty-sync-count", (json_int_t)m->rounds, "mbps", m->mbps,
-			"dirty-pages-rate", m->dirty_pps);
+			"dirty-pages-rate", (json_int_t)llround(m->dirty_pps), "mbps", m->mbps,
+			"dirty-sync-count", (json_int_t)m->rounds,
+			"postcopy-requests",
+			(json_int_t)__atomic_load_n(&m->pc_requests, __ATOMIC_RELAXED),
+			"page-size", (json_int_t)MEM_PAGE_SIZE, "multifd-bytes", (json_int_t)0,
+			"pages-per-second", (json_int_t)(active_s > 0 ?
+							 (double)m->normal / active_s : 0),
+			"precopy-bytes", (json_int_t)pre, "downtime-bytes", (json_int_t)down,
+			"postcopy-bytes", (json_int_t)post,
+			"dirty-sync-missed-zero-copy", (json_int_t)0);
 	o = json_pack("{s:s, s:I, s:I, s:o}", "status", mig_status_name(m->status),
 		      "total-time", (json_int_t)m->total_ms, "setup-time",
 		      (json_int_t)m->setup_ms, "ram", ram);
@@ -215,9 +290,8 @@ json_t *mig_query(struct migration *m)
 				    json_integer((json_int_t)m->expected_ms));
 	if (m->throttle)
 		json_object_set_new(o, "cpu-throttle-percentage", json_integer(m->throttle));
+	json_object_set_new(o, "x-go-sent", json_boolean(m->go_sent));
 	if (m->postcopy) {
-		json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)
-				    __atomic_load_n(&m->pc_requests, __ATOMIC_RELAXED)));
 		json_object_set_new(o, "x-postcopy-time", json_integer((json_int_t)
 				    (m->postcopy_ms > 0 ? m->postcopy_ms :
 				     m->t_postcopy > 0 ? src_now_ms() - m->t_postcopy : 0)));
@@ -258,67 +332,107 @@ void mig_destroy(struct migration *m)
 	free(m);
 }
 
-int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
+void mig_settings_defaults(struct mig_settings *set)
 {
-	const char *key;
-	json_t *v;
+	struct mig_policy_cfg def;
 
+	mig_policy_defaults(&def);
+	memset(set, 0, sizeof(*set));
+	set->downtime_ms = def.downtime_ms;
+	set->throttle_initial = def.throttle_initial;
+	set->throttle_step = def.throttle_step;
+	set->throttle_max = def.throttle_max;
+	set->auto_converge = true;	/* kvmove's default: never an endless loop */
+}
+
+static int get_uint(json_t *v, const char *key, long long lo, long long hi, long long *out,
+		    struct kv_err *err)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+		return kv_errf(err, EINVAL, "'%s' must be an integer in %lld..%lld", key, lo, hi);
+	*out = json_integer_value(v);
+	return 0;
+}
+
+static int get_path(json_t *v, const char *key, char *dst, size_t cap, struct kv_err *err)
+{
+	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= cap ||
+	    strlen(json_string_value(v)) != json_string_length(v))
+		return kv_errf(err, EINVAL, "'%s' must be a string of 1..%zu bytes", key, cap - 1);
+	strcpy(dst, json_string_value(v));
+	return 0;
+}
+
+int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mig_params *p,
+			 struct kv_err *err)
+{
 	struct mig_policy_cfg def;
 	bool have_policy = false;
+	const char *key;
+	long long n;
+	json_t *v;
+	int r = 0;
 
 	mig_policy_defaults(&def);
 	memset(p, 0, sizeof(*p));
-	p->downtime_ms = def.downtime_ms;
+	p->downtime_ms = set->downtime_ms;
+	p->bandwidth = set->bandwidth;
 	p->max_rounds = def.max_rounds;
-	p->policy = def.policy;
-	p->postcopy_after = 0;
+	p->policy = set->auto_converge ? MIG_POLICY_AUTO_CONVERGE : MIG_POLICY_FAIL;
+	p->postcopy_ram = set->postcopy_ram;
+	p->pause_before_switchover = set->pause_before_switchover;
+	p->throttle_initial = set->throttle_initial;
+	p->throttle_step = set->throttle_step;
+	p->throttle_max = set->throttle_max;
+	p->exit_after = set->exit_after;
 	json_object_foreach(args, key, v) {
 		if (!strcmp(key, "uri")) {
-			if (!json_is_string(v) || json_string_length(v) >= sizeof(p->uri) ||
-			    strlen(json_string_value(v)) != json_string_length(v))
-				return kv_errf(err, EINVAL, "'uri' must be a string");
-			strcpy(p->uri, json_string_value(v));
+			r = get_path(v, "uri", p->uri, sizeof(p->uri), err);
 		} else if (!strcmp(key, "downtime-ms")) {
-			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-			    json_integer_value(v) > 3600000)
-				return kv_errf(err, EINVAL, "'downtime-ms' must be 1..3600000");
-			p->downtime_ms = (uint64_t)json_integer_value(v);
+			if (!(r = get_uint(v, key, 1, 3600000, &n, err)))
+				p->downtime_ms = (uint64_t)n;
 		} else if (!strcmp(key, "bandwidth")) {
-			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-			    json_integer_value(v) > 1000000)
-				return kv_errf(err, EINVAL, "'bandwidth' (MiB/s) must be 0..1000000");
-			p->bandwidth = (uint64_t)json_integer_value(v) << 20;
+			if (!(r = get_uint(v, "bandwidth' (MiB/s)", 0, 1000000, &n, err)))
+				p->bandwidth = (uint64_t)n << 20;
 		} else if (!strcmp(key, "max-rounds")) {
-			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-			    json_integer_value(v) > 10000)
-				return kv_errf(err, EINVAL, "'max-rounds' must be 1..10000");
-			p->max_rounds = (unsigned)json_integer_value(v);
+			if (!(r = get_uint(v, key, 1, 10000, &n, err)))
+				p->max_rounds = (unsigned)n;
 		} else if (!strcmp(key, "policy")) {
 			if (mig_policy_parse(json_string_value(v), &p->policy))
 				return kv_errf(err, EINVAL, "'policy' must be fail, force, "
 					       "auto-converge, postcopy or auto");
 			have_policy = true;
 		} else if (!strcmp(key, "postcopy-after")) {
-			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-			    json_integer_value(v) > 10000)
-				return kv_errf(err, EINVAL, "'postcopy-after' must be 1..10000");
-			p->postcopy_after = (unsigned)json_integer_value(v);
+			if (!(r = get_uint(v, key, 1, 10000, &n, err)))
+				p->postcopy_after = (unsigned)n;
 		} else if (!strcmp(key, "via")) {
-			if (!json_is_string(v) || json_string_length(v) == 0 ||
-			    json_string_length(v) >= sizeof(p->via) ||
-			    strlen(json_string_value(v)) != json_string_length(v))
-				return kv_errf(err, EINVAL, "'via' must be a directory path");
-			strcpy(p->via, json_string_value(v));
+			r = get_path(v, "via", p->via, sizeof(p->via), err);
 		} else if (!strcmp(key, "check-only")) {
 			if (!json_is_boolean(v))
 				return kv_errf(err, EINVAL, "'check-only' must be a boolean");
 			p->check_only = json_is_true(v);
+		} else if (!strcmp(key, "detach")) {
+			/* QMP's migrate always returns at once */
+			if (!json_is_boolean(v))
+				return kv_errf(err, EINVAL, "'detach' must be a boolean");
+		} else if (!strcmp(key, "blk") || !strcmp(key, "inc")) {
+			if (!json_is_boolean(v))
+				return kv_errf(err, EINVAL, "'%s' must be a boolean", key);
+			if (json_is_true(v))
+				return kv_errf(err, ENOTSUP, "block migration ('%s') is not supported: "
+					       "kvmove's disks live on shared storage and move by "
+					       "hand-over of their locks", key);
 		} else {
 			return kv_errf(err, EINVAL, "Parameter '%s' is unexpected", key);
 		}
+		if (r)
+			return r;
 	}
 	if (!p->uri[0])
 		return kv_errf(err, EINVAL, "'uri' is required");
+	if (p->via[0] && strncmp(p->uri, "tcp:", 4))
+		return kv_errf(err, EINVAL, "'via' (quick migration through shared storage) "
+			       "needs a tcp: destination");
 	/* --postcopy-after N alone means hybrid: N rounds of pre-copy, then
 	 * post-copy */
 	if (p->postcopy_after && !have_policy)
@@ -331,8 +445,5 @@ int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err)
 	if (p->postcopy_after > p->max_rounds)
 		return kv_errf(err, EINVAL, "'postcopy-after' (%u) is beyond 'max-rounds' (%u)",
 			       p->postcopy_after, p->max_rounds);
-	if (p->via[0] && strncmp(p->uri, "tcp:", 4))
-		return kv_errf(err, EINVAL, "'via' (quick migration through shared storage) "
-			       "needs a tcp: destination");
 	return 0;
 }

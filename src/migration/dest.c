@@ -15,10 +15,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,7 +95,15 @@ static int read_config(struct mig_incoming *in, struct stream *s, struct mig_vm_
 	json_decref(j);
 	if (r)
 		return r;
+	/* not the VM this destination was told to take: not ours to judge */
+	if (in->host.allow && in->host.allow->expect && strcmp(cfg->name, in->host.allow->expect))
+		return kv_errf(err, EPERM, "this destination does not take VM %s (it was "
+			       "started for another VM)", cfg->name);
 	*verdict = mig_preflight(cfg, &in->host);
+	if (quick && *quick && !(in->host.allow && in->host.allow->via))
+		json_array_append_new(*verdict, json_pack(
+			"{s:s, s:s}", "id", "quick", "reason", "this destination takes no quick "
+			"migrations (start it with --via DIR, the shared directory)"));
 	return 0;
 }
 
@@ -171,7 +181,9 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 			r = devstate_apply(in->vm, rx, rec.type, rec.payload, rec.len, err);
 			break;
 		case MIG_REC_STATE_END:
-			r = devstate_complete(in->vm, rx, err);
+			r = mig_check_end(&rec, in->pages, &in->end, err);
+			if (!r)
+				r = devstate_complete(in->vm, rx, err);
 			if (!r && in->pc)
 				r = pc_dst_arm(in, err);
 			free(rx);
@@ -218,7 +230,8 @@ static int take_and_resume(struct mig_incoming *in, struct kv_err *err)
 	}
 	r = vm_acquire_resources(in->vm, err);
 	if (!r) {
-		r = vm_start(in->vm, err);
+		/* a VM that was paused at the source arrives paused */
+		r = vm_start_as(in->vm, in->end.paused, err);
 		if (r)
 			vm_release_resources(in->vm);
 	} else {
@@ -249,7 +262,12 @@ int mig_wait_accept(struct mig_incoming *in, struct kv_err *err)
 	}
 }
 
-static int run_file(struct mig_incoming *in, struct kv_err *err)
+/*
+ * Restore from a saved file.  consume: remove it once the VM runs (a second
+ * restore would run the VM again, against disks the first one changed); the
+ * file is locked while we read it, so two restores cannot race for it.
+ */
+static int run_file(struct mig_incoming *in, bool consume, struct kv_err *err)
 {
 	struct stream s;
 	struct stream_rec rec;
@@ -261,6 +279,10 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 	fd = open(in->file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return kv_errf_sys(err, errno, "%s", in->file);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+		close(fd);
+		return kv_errf(err, EBUSY, "%s is being restored by another VMM", in->file);
+	}
 	r = stream_init(&s, fd, MIG_MAX_RECORD, err);
 	if (r) {
 		close(fd);
@@ -282,12 +304,17 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 		r = receive_records(in, &s, err);
 	if (!r)
 		r = mig_expect(&s, MIG_REC_END, &rec, err);
+	if (!r)
+		r = mig_check_end(&rec, in->pages, NULL, err);
 	if (!r && stream_read(&s, &rec, err) != -ECONNRESET)
 		r = kv_errf(err, EBADMSG, "data after the end of the saved state");
 	in->bytes = s.bytes_in;
 	if (!r)
 		r = take_and_resume(in, err);
 	in->load_ms = now_ms() - in->t_state;
+	if (!r && consume && unlink(in->file) < 0)
+		fprintf(stderr, "kvmove: warning: could not remove %s after restoring it (%s): "
+			"do not restore it again\n", in->file, strerror(errno));
 	if (r)
 		kv_err_prefix(err, r, "restoring %s", in->file);
 	json_decref(verdict);
@@ -298,39 +325,35 @@ static int run_file(struct mig_incoming *in, struct kv_err *err)
 }
 
 /*
- * Quick migration through shared storage: the source saves the VM to a file
- * both hosts see and sends SAVED {path} (its GO); we restore from the file
- * with every check a saved file gets, take the lock, resume, say RESUMED.
+ * Quick migration through shared storage: the source saves the VM into the
+ * shared directory and sends SAVED (its GO); we restore DIR/NAME.kvmstate
+ * from our own --via DIR and the name we expect (never a path from the
+ * stream), with every check a saved file gets, take the lock, resume, say
+ * RESUMED.  A failure is reported to the source by its class only: the
+ * peer learns nothing about this host's files.
  */
-static int quick_restore(struct mig_incoming *in, struct stream *s, struct kv_err *err)
+static int quick_restore(struct mig_incoming *in, struct stream *s,
+			 const struct mig_vm_config *cfg, struct kv_err *err)
 {
 	struct stream_rec rec;
-	json_t *j = NULL;
-	const char *path;
-	char *copy;
+	char path[PATH_MAX];
 	int r;
 
 	s->timeout_ms = -1;	/* saving takes as long as the VM is large */
 	r = mig_expect(s, MIG_REC_SAVED, &rec, err);
-	if (!r)
-		r = mig_parse_json(&rec, &j, err);
 	if (r)
 		return kv_err_prefix(err, r, "quick migration (the source keeps the VM)");
-	path = json_string_value(json_object_get(j, "path"));
-	if (!path || json_string_length(json_object_get(j, "path")) != strlen(path)) {
-		json_decref(j);
-		return kv_errf(err, EBADMSG, "SAVED record without a valid path");
-	}
-	copy = strdup(path);
-	json_decref(j);
-	if (!copy)
-		return kv_errf(err, ENOMEM, "path");
-	in->file = copy;
-	r = run_file(in, err);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s.kvmstate", in->host.allow->via,
+			     cfg->name) >= sizeof(path))
+		return kv_errf(err, ENAMETOOLONG, "--via path too long");
+	in->file = path;
+	r = run_file(in, false, err);	/* removed after RESUMED, below */
 	in->file = NULL;
 	if (r) {
-		free(copy);
-		mig_send_error(s, "restore", err->msg);
+		fprintf(stderr, "kvmove: quick migration: %s\n", err->msg);
+		mig_send_error(s, "restore", in->refused ? "the destination refused the saved VM "
+			       "(see its log)" : "the destination could not restore the saved VM "
+			       "from its --via directory (see its log)");
 		return r;
 	}
 	mig_send_json(s, MIG_REC_RESUMED, json_pack("{s:f}", "load-ms", in->load_ms), NULL);
@@ -338,8 +361,7 @@ static int quick_restore(struct mig_incoming *in, struct stream *s, struct kv_er
 	/* After RESUMED: removing a multi-GiB file is not downtime.  The image
 	 * is an artifact of this hand-over; a stale VM image must not linger
 	 * where someone could restore it later. */
-	unlink(copy);
-	free(copy);
+	unlink(path);
 	return 0;
 }
 
@@ -372,7 +394,13 @@ static int serve_probe(struct stream *s, struct kv_err *err)
 	}
 }
 
-/* One connection.  Returns 1 if it was a check-only probe (keep listening). */
+/*
+ * One connection.  Returns 1 to keep listening: a check-only probe, or a
+ * connection refused before anything was built (garbage, silence, a peer
+ * that is not our source or wants another VM: strangers cannot end or hold
+ * a destination).  0 when the VM runs here; <0 when the expected VM failed
+ * (refused at preflight, or lost while it was being received).
+ */
 static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *err)
 {
 	struct stream_rec rec;
@@ -381,6 +409,8 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 	bool check_only = false, quick = false;
 	int r;
 
+	/* a few seconds to say who it is and what it brings */
+	s->timeout_ms = MIG_HANDSHAKE_TIMEOUT_MS;
 	r = mig_expect(s, MIG_REC_HELLO, &rec, err);
 	if (!r)
 		r = check_hello(in, &rec, "source", err);
@@ -394,8 +424,22 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		r = stream_flush(s, err);
 	if (!r)
 		r = read_config(in, s, &cfg, &check_only, &quick, &verdict, err);
-	if (r)
+	if (r) {
+		if (r == -EPERM)	/* another VM: a refusal the source can show */
+			mig_send_json(s, MIG_REC_PREFLIGHT, json_pack(
+				"{s:b, s:[{s:s, s:s}]}", "ok", 0, "failures", "id", "identity",
+				"reason", err->msg), NULL);
+		else
+			mig_send_error(s, "refused", err->msg);
+		stream_flush(s, NULL);
+		fprintf(stderr, "kvmove: refused a connection: %s; still waiting for %s\n",
+			err->msg, in->host.allow && in->host.allow->expect ?
+			in->host.allow->expect : "the migration");
+		mig_incoming_status(in, MIG_NONE, err->msg);
+		r = 1;
 		goto out;
+	}
+	s->timeout_ms = MIG_PEER_TIMEOUT_MS;
 	r = mig_send_json(s, MIG_REC_PREFLIGHT,
 			  json_pack("{s:b, s:O}", "ok", json_array_size(verdict) == 0,
 				    "failures", verdict), err);
@@ -419,7 +463,7 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		goto out;
 	}
 	if (quick) {
-		r = quick_restore(in, s, err);
+		r = quick_restore(in, s, &cfg, err);
 		goto out;
 	}
 	if ((r = build(in, &cfg, err)) || (r = receive_records(in, s, err))) {
@@ -507,8 +551,11 @@ int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 	int r;
 
 	if (in->file)
-		return run_file(in, err);
-	in->listen_fd = mig_listen(in->uri, err);
+		return run_file(in, !in->keep_file, err);
+	/* migrate-incoming (defer) listens before it answers: a source may
+	 * connect the moment it has */
+	if (in->listen_fd < 0)
+		in->listen_fd = mig_listen(in->uri, err);
 	if (in->listen_fd < 0)
 		return in->listen_fd;
 	for (;;) {

@@ -18,6 +18,7 @@
 #include "common/err.h"
 #include "migration/config.h"
 #include "migration/policy.h"
+#include "migration/proto.h"
 
 struct vm;
 struct vmlock;
@@ -27,7 +28,9 @@ enum mig_status {
 	MIG_SETUP,		/* connect, handshake, preflight */
 	MIG_ACTIVE,		/* pre-copy rounds, VM running */
 	MIG_DEVICE,		/* VM paused: last pages and all state */
-	MIG_SWITCHOVER,		/* destination loaded; handing the VM over */
+	MIG_PRE_SWITCHOVER,	/* loaded there; waits for migrate-continue
+				 * (capability pause-before-switchover) */
+	MIG_SWITCHOVER,		/* GO sent: handing the VM over ("device" in QMP) */
 	MIG_POSTCOPY_ACTIVE,	/* the destination runs the VM; pages still flow */
 	MIG_POSTCOPY_PAUSED,	/* post-copy lost its connection; both sides wait */
 	MIG_POSTCOPY_RECOVER,	/* reconnecting a paused post-copy */
@@ -50,7 +53,30 @@ struct mig_params {
 	bool check_only;	/* preflight only */
 	char via[512];		/* quick migration: save into this shared directory,
 				 * the destination restores from it */
+	bool postcopy_ram;	/* migrate-start-postcopy may switch to post-copy */
+	bool pause_before_switchover;	/* wait for migrate-continue before GO */
+	unsigned throttle_initial, throttle_step, throttle_max;	/* auto-converge */
+	bool exit_after;	/* the source VMM exits once the VM runs there
+				 * (default: it stays, QMP's postmigrate) */
 };
+
+/*
+ * What migrate-set-capabilities and migrate-set-parameters set: the
+ * defaults of every later migration (a migrate command's own arguments
+ * override them).  QMP names are mapped in src/vmm/cmd_migration.c.
+ */
+struct mig_settings {
+	uint64_t downtime_ms;		/* downtime-limit */
+	uint64_t bandwidth;		/* max-bandwidth, bytes/s; 0 = unlimited */
+	unsigned throttle_initial;	/* cpu-throttle-initial */
+	unsigned throttle_step;		/* cpu-throttle-increment */
+	unsigned throttle_max;		/* max-cpu-throttle */
+	bool auto_converge;		/* false: give up at max rounds (policy fail) */
+	bool postcopy_ram;
+	bool pause_before_switchover;
+	bool exit_after;		/* kvmove run --exit-after-migration */
+};
+void mig_settings_defaults(struct mig_settings *s);
 
 /* Called (from the migration thread) on status changes and rounds. */
 typedef void (*mig_event_fn)(void *opaque, const char *event, json_t *data);
@@ -58,13 +84,20 @@ typedef void (*mig_event_fn)(void *opaque, const char *event, json_t *data);
 struct migration;
 
 const char *mig_status_name(enum mig_status st);
-int mig_params_from_json(json_t *args, struct mig_params *p, struct kv_err *err);
+int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mig_params *p,
+			 struct kv_err *err);
 
 int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	      const struct mig_params *p, mig_event_fn ev, void *ev_opaque,
 	      struct kv_err *err);
 /* Ask it to stop; too late (-EBUSY) once GO was sent. */
 int mig_cancel(struct migration *m, struct kv_err *err);
+/* migrate-start-postcopy: switch at the end of the current round. */
+int mig_start_postcopy(struct migration *m, struct kv_err *err);
+/* migrate-continue: go on from pre-switchover. */
+int mig_continue(struct migration *m, struct kv_err *err);
+/* Did the VM move away (completed, and not a check-only)? */
+bool mig_migrated(struct migration *m);
 /* Reconnect a paused post-copy to uri (tcp:HOST:PORT). */
 int mig_resume(struct migration *m, const char *uri, struct kv_err *err);
 /* The VMM goes away: end the thread whatever the state (a paused post-copy
@@ -90,6 +123,7 @@ struct pc_dst;
 struct mig_incoming {
 	const char *uri;		/* tcp:HOST:PORT to listen on, or NULL */
 	const char *file;		/* file to restore from, or NULL */
+	bool keep_file;			/* do not remove it once the VM runs */
 	struct mig_host host;		/* what this host offers (preflight) */
 	struct vmlock *lock;		/* may be NULL */
 	bool postcopy_ok;		/* offer post-copy (userfaultfd works here) */
@@ -111,6 +145,7 @@ struct mig_incoming {
 					 * downtime */
 	double t_state;			/* internal: when the first state record came */
 	char id[33];			/* the source's migration id */
+	struct mig_end end;		/* STATE_END: counts, paused */
 	struct pc_dst *pc;		/* post-copy state, while it lasts */
 	pthread_mutex_t mu;		/* status and error, for queries */
 	enum mig_status status;
@@ -126,6 +161,7 @@ json_t *mig_incoming_query(struct mig_incoming *in);
 /* Wait for the next connection on listen_fd (honours *cancel). */
 int mig_wait_accept(struct mig_incoming *in, struct kv_err *err);
 #define MIG_PEER_TIMEOUT_MS 60000
+#define MIG_HANDSHAKE_TIMEOUT_MS 5000	/* accept to CONFIG: then the next connection */
 
 /* Receive one VM and resume it.  0 on success (vm running). */
 int mig_incoming_run(struct mig_incoming *in, struct kv_err *err);

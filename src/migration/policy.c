@@ -44,6 +44,7 @@ void mig_policy_defaults(struct mig_policy_cfg *cfg)
 	cfg->postcopy_after = 1;
 	cfg->throttle_initial = 20;
 	cfg->throttle_step = 10;
+	cfg->throttle_max = 99;
 }
 
 void mig_policy_decide(const struct mig_policy_cfg *cfg, struct mig_policy_state *st,
@@ -79,11 +80,12 @@ void mig_policy_decide(const struct mig_policy_cfg *cfg, struct mig_policy_state
 	}
 	/* Falling behind: the guest dirties more than half of what we send. */
 	st->behind = rd->dirty_rate > bw / 2 ? st->behind + 1 : 0;
-	if (cfg->policy == MIG_POLICY_AUTO_CONVERGE && st->behind >= 2 && st->throttle < 99) {
+	if (cfg->policy == MIG_POLICY_AUTO_CONVERGE && st->behind >= 2 &&
+	    st->throttle < cfg->throttle_max) {
 		st->throttle = st->throttle ? st->throttle + cfg->throttle_step
 					    : cfg->throttle_initial;
-		if (st->throttle > 99)
-			st->throttle = 99;
+		if (st->throttle > cfg->throttle_max)
+			st->throttle = cfg->throttle_max;
 		d->throttle = st->throttle;
 	}
 	if (cfg->policy == MIG_POLICY_FAIL && st->behind >= 3 && rd->dirty_rate >= bw) {

@@ -32,6 +32,7 @@ struct mig_policy_cfg {
 	unsigned max_rounds;
 	unsigned postcopy_after;	/* POSTCOPY: pre-copy rounds before switching */
 	unsigned throttle_initial, throttle_step;	/* auto-converge: 20, 10 */
+	unsigned throttle_max;				/* 99 */
 };
 
 /* What one round measured (round 1 = right after the first pass). */

@@ -83,7 +83,7 @@ static void predict(struct migration *m, double bandwidth)
 
 	if (in.cfg.policy == MIG_POLICY_AUTO)
 		in.cfg.policy = MIG_POLICY_AUTO_CONVERGE;
-	in.first_pass_bytes = (double)mem_resident_bytes(&m->vm->mem);
+	in.first_pass_bytes = (double)(m->fp_total ? m->fp_total : mem_resident_bytes(&m->vm->mem));
 	/* A second of sampling cannot show where a working set ends; what the
 	 * guest has ever touched bounds it (a fresh guest's new pages aside). */
 	mig_dirty_fit(m->sample_t, m->sample_pages, m->nsample,
@@ -147,6 +147,10 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 	int r;
 
 	*postcopy = false;
+	pthread_mutex_lock(&m->mu);
+	m->t_active = t0;
+	m->fp_total = mem_resident_bytes(&m->vm->mem);
+	pthread_mutex_unlock(&m->mu);
 	src_set_status(m, MIG_ACTIVE);
 	if ((r = dirty_log_start(m->vm, err)))
 		return src_set_fail(m, "kvm", err, r);
@@ -165,7 +169,8 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 	}
 	if (m->pcfg.policy == MIG_POLICY_AUTO)
 		m->pcfg.policy = MIG_POLICY_AUTO_CONVERGE;	/* no sample at all */
-	if (m->pcfg.policy == MIG_POLICY_POSTCOPY && !m->peer_postcopy) {
+	if ((m->pcfg.policy == MIG_POLICY_POSTCOPY ||
+	     __atomic_load_n(&m->start_postcopy, __ATOMIC_ACQUIRE)) && !m->peer_postcopy) {
 		r = kv_errf(err, ENOTSUP, "the destination cannot take post-copy "
 			    "(no userfaultfd for guest memory there)");
 		return src_set_fail(m, "postcopy", err, r);
@@ -187,6 +192,10 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 			.dirty_rate = dt > 0 ? (double)newly * MEM_PAGE_SIZE / dt : 0,
 		};
 		mig_policy_decide(&m->pcfg, &m->pst, &rd, &d);
+		/* migrate-start-postcopy (QMP): switch now rather than go on */
+		if (d.act == MIG_ACT_CONTINUE && m->peer_postcopy &&
+		    __atomic_load_n(&m->start_postcopy, __ATOMIC_ACQUIRE))
+			d.act = MIG_ACT_POSTCOPY;
 		pthread_mutex_lock(&m->mu);
 		m->rounds = round;
 		m->remaining = rd.remaining;
@@ -211,7 +220,8 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 				return r;
 			break;
 		}
-		if (m->pcfg.policy == MIG_POLICY_POSTCOPY && (r = remember_round(m, err)))
+		if ((m->pcfg.policy == MIG_POLICY_POSTCOPY || m->p.postcopy_ram) &&
+		    (r = remember_round(m, err)))
 			return src_set_fail(m, "internal", err, r);
 		round_start = src_now_ms();
 		if ((r = ram_send_dirty(&m->rs, err)) || (r = stream_flush(&m->s, err)))

@@ -64,6 +64,42 @@ int mig_parse_json(const struct stream_rec *rec, json_t **out, struct kv_err *er
 	return 0;
 }
 
+int mig_send_end(struct stream *s, uint16_t type, const struct mig_end *e, struct kv_err *err)
+{
+	json_t *j = json_pack("{s:I}", "pages", (json_int_t)e->pages);
+
+	if (type == MIG_REC_STATE_END)
+		json_object_set_new(j, "paused", json_boolean(e->paused));
+	return mig_send_json(s, type, j, err);
+}
+
+int mig_check_end(const struct stream_rec *rec, uint64_t pages, struct mig_end *e,
+		  struct kv_err *err)
+{
+	json_t *j, *p, *z;
+	int r = mig_parse_json(rec, &j, err);
+	size_t want = rec->type == MIG_REC_STATE_END ? 2 : 1;
+
+	if (r)
+		return r;
+	p = json_object_get(j, "pages");
+	z = json_object_get(j, "paused");
+	if (json_object_size(j) != want || !json_is_integer(p) ||
+	    (want == 2 && !json_is_boolean(z)))
+		r = kv_errf(err, EBADMSG, "%s record: expected {\"pages\": N%s}",
+			    mig_rec_name(rec->type), want == 2 ? ", \"paused\": BOOL" : "");
+	else if ((uint64_t)json_integer_value(p) != pages)
+		r = kv_errf(err, EBADMSG, "%s: the sender put %lld pages in the stream, %llu "
+			    "arrived (records lost, replayed or forged)", mig_rec_name(rec->type),
+			    (long long)json_integer_value(p), (unsigned long long)pages);
+	else if (e) {
+		e->pages = pages;
+		e->paused = json_is_true(z);
+	}
+	json_decref(j);
+	return r;
+}
+
 bool mig_hello_has_cap(json_t *hello, const char *cap)
 {
 	json_t *caps = json_object_get(hello, "capabilities"), *c;

@@ -14,7 +14,7 @@
 #include "state/stream.h"
 
 #define MIG_PROTOCOL "kvmove-migration"
-#define MIG_VERSION 2
+#define MIG_VERSION 3
 #define MIG_MAX_RECORD (2u << 20)	/* a RAM batch plus headroom */
 #define MIG_MAX_JSON (256u << 10)	/* handshake/config records */
 #define MIG_RAM_BATCH 256		/* pages per RAM record at most */
@@ -64,6 +64,22 @@ int mig_expect(struct stream *s, uint16_t type, struct stream_rec *rec,
 	       struct kv_err *err);
 /* Tell the peer why we stop (best effort). */
 void mig_send_error(struct stream *s, const char *id, const char *desc);
+
+/*
+ * End-to-end integrity: STATE_END (and a file's END) carry what the sender
+ * put in the stream before them, and the receiver checks it against what it
+ * took in before it may run the VM: a RAM record dropped or replayed, even
+ * with checksums recomputed, fails here.
+ */
+struct mig_end {
+	uint64_t pages;		/* RAM page entries before this record */
+	bool paused;		/* STATE_END: the VM was paused before the migration
+				 * paused it (it arrives paused) */
+};
+int mig_send_end(struct stream *s, uint16_t type, const struct mig_end *e, struct kv_err *err);
+/* Checks pages against what arrived; fills *e (paused) if e is not NULL. */
+int mig_check_end(const struct stream_rec *rec, uint64_t pages, struct mig_end *e,
+		  struct kv_err *err);
 
 /* Does a HELLO object list this capability? */
 bool mig_hello_has_cap(json_t *hello, const char *cap);

@@ -63,6 +63,7 @@ static int flush_batch(struct ram_sender *rs, struct batch *b, struct kv_err *er
 	if ((r = stream_end(rs->s, err)))
 		return r;
 	rs->st.bytes += len + STREAM_HDR_SIZE + STREAM_TRAILER_SIZE;
+	rs->st.entries += b->n;
 	b->n = 0;
 	if (rs->progress)
 		rs->progress(rs->progress_opaque);

@@ -22,6 +22,7 @@ struct ram_stats {
 	uint64_t normal;	/* pages sent with data */
 	uint64_t zero;		/* zero pages: flagged, or skipped in the first pass */
 	uint64_t bytes;		/* page data + entry headers */
+	uint64_t entries;	/* page entries put in the stream (zero ones too) */
 };
 
 struct ram_sender {

@@ -35,9 +35,10 @@ static int save_file(struct migration *m, const char *path, struct kv_err *err)
 		goto fail;
 	src_set_status(m, MIG_DEVICE);
 	m->t_pause = src_now_ms();
+	m->was_paused = vm_get_state(m->vm) == VM_STATE_PAUSED;
 	if ((r = vm_pause(m->vm, err)))
 		goto fail;
-	m->paused = true;
+	m->paused = !m->was_paused;	/* ours to undo on failure */
 	if ((r = mig_send_json(&m->s, MIG_REC_HELLO,
 			       json_pack("{s:s, s:i, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
 					 "version", MIG_VERSION, "role", "file", "vm",
@@ -45,9 +46,9 @@ static int save_file(struct migration *m, const char *path, struct kv_err *err)
 	    (r = mig_send_json(&m->s, MIG_REC_CONFIG, mig_config_to_json(m->vm, m->lock != NULL),
 			       err)) ||
 	    (r = ram_send_all(&m->rs, err)) || (r = devstate_send_all(m->vm, &m->s, err)) ||
-	    (r = stream_write(&m->s, MIG_REC_STATE_END, STREAM_F_MANDATORY, NULL, 0, err)) ||
-	    (r = mig_send_json(&m->s, MIG_REC_END,
-			       json_pack("{s:I}", "pages", (json_int_t)m->rs.st.normal), err)) ||
+	    (r = mig_send_end(&m->s, MIG_REC_STATE_END, &(struct mig_end){
+			m->rs.st.entries, m->was_paused }, err)) ||
+	    (r = mig_send_end(&m->s, MIG_REC_END, &(struct mig_end){ .pages = m->rs.st.entries }, err)) ||
 	    (r = stream_flush(&m->s, err)))
 		goto fail;
 	src_publish(m);
@@ -113,7 +114,10 @@ void src_run_quick_via(struct migration *m)
 		stream_destroy(&ps);
 		return;
 	}
-	if (!src_hand_over(m, &ps, MIG_REC_SAVED, json_pack("{s:s}", "path", path)))
+	/* no path: the destination restores from its own --via directory */
+	if (!src_hand_over(m, &ps, MIG_REC_SAVED, json_object()))
 		src_finish_completed(m, "migrated to the destination");
+	else if (mig_get_status(m) == MIG_FAILED)
+		unlink(path);	/* the VM runs here again: the image is stale */
 	stream_destroy(&ps);
 }

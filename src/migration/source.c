@@ -51,7 +51,8 @@ const char *mig_status_name(enum mig_status st)
 	case MIG_SETUP: return "setup";
 	case MIG_ACTIVE: return "active";
 	case MIG_DEVICE: return "device";
-	case MIG_SWITCHOVER: return "pre-switchover";
+	case MIG_PRE_SWITCHOVER: return "pre-switchover";
+	case MIG_SWITCHOVER: return "device";	/* QMP has no name for "GO sent" */
 	case MIG_POSTCOPY_ACTIVE: return "postcopy-active";
 	case MIG_POSTCOPY_PAUSED: return "postcopy-paused";
 	case MIG_POSTCOPY_RECOVER: return "postcopy-recover";
@@ -66,6 +67,8 @@ const char *mig_status_name(enum mig_status st)
 
 void src_set_status(struct migration *m, enum mig_status st)
 {
+	bool same_name;
+
 	pthread_mutex_lock(&m->ev_mu);
 	pthread_mutex_lock(&m->mu);
 	/* a cancel request wins over progress reports until the thread acts on it */
@@ -75,12 +78,14 @@ void src_set_status(struct migration *m, enum mig_status st)
 		pthread_mutex_unlock(&m->ev_mu);
 		return;
 	}
+	/* two of ours can be one of QMP's (device, then GO sent: "device") */
+	same_name = !strcmp(mig_status_name(m->status), mig_status_name(st)) && m->status != st;
 	m->status = st;
 	pthread_mutex_unlock(&m->mu);
-	if (m->ev) {
+	if (m->ev && !same_name) {
 		json_t *data = json_pack("{s:s}", "status", mig_status_name(st));
-		/* The last word carries the full stats: a source that completed
-		 * exits right after, so a client may never get to ask. */
+		/* The last word carries the full stats: a client that only follows
+		 * events learns the outcome (and a paused post-copy's state). */
 		if (st == MIG_COMPLETED || st == MIG_FAILED || st == MIG_CANCELLED ||
 		    st == MIG_INDETERMINATE || st == MIG_POSTCOPY_PAUSED)
 			json_object_set_new(data, "stats", mig_query(m));
@@ -94,11 +99,22 @@ void src_publish(void *opaque)
 {
 	struct migration *m = opaque;
 
+	double now = src_now_ms();
+
 	pthread_mutex_lock(&m->mu);
 	m->transferred = m->s.bytes_out;
 	m->normal = m->rs.st.normal;
 	m->zero = m->rs.st.zero;
-	m->total_ms = src_now_ms() - m->t_start;
+	m->total_ms = now - m->t_start;
+	/* the first pass: what is left of it, and how fast it goes, so that a
+	 * progress bar moves from the start */
+	if (m->status == MIG_ACTIVE && m->rounds == 0 && m->t_active > 0 && now > m->t_active) {
+		uint64_t done = (m->normal + m->zero) * MEM_PAGE_SIZE;
+		double bw = (double)m->transferred / ((now - m->t_active) / 1e3);
+		m->remaining = m->fp_total > done ? m->fp_total - done : 0;
+		m->mbps = bw * 8 / 1e6;
+		m->expected_ms = bw > 0 ? (double)m->remaining / bw * 1e3 : 0;
+	}
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -111,6 +127,13 @@ int src_set_fail(struct migration *m, const char *id, struct kv_err *err, int rc
 	}
 	pthread_mutex_unlock(&m->mu);
 	return rc;
+}
+
+void src_resume_vm(struct migration *m)
+{
+	if (m->paused)		/* a VM paused before the migration stays paused */
+		vm_resume(m->vm, NULL);
+	m->paused = false;
 }
 
 bool src_is_cancelled(struct migration *m)
@@ -202,9 +225,13 @@ static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 	src_set_status(m, MIG_DEVICE);
 	m->s.timeout_ms = PEER_TIMEOUT_MS;
 	m->t_pause = src_now_ms();
+	m->was_paused = vm_get_state(m->vm) == VM_STATE_PAUSED;
+	pthread_mutex_lock(&m->mu);
+	m->bytes_paused = m->s.bytes_out;
+	pthread_mutex_unlock(&m->mu);
 	if ((r = vm_pause(m->vm, err)))
 		return src_set_fail(m, "kvm", err, r);
-	m->paused = true;
+	m->paused = !m->was_paused;	/* ours to undo on failure */
 	vm_set_throttle(m->vm, 0, NULL);
 	stream_set_rate(&m->s, 0);	/* the downtime window is not paced */
 	n = dirty_sync(m->vm, m->rs.dirty, err);
@@ -214,7 +241,8 @@ static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 	 * learns which of its copies are stale */
 	r = postcopy ? src_postcopy_announce(m, err) : ram_send_dirty(&m->rs, err);
 	if (r || (r = devstate_send_all(m->vm, &m->s, err)) ||
-	    (r = stream_write(&m->s, MIG_REC_STATE_END, STREAM_F_MANDATORY, NULL, 0, err)) ||
+	    (r = mig_send_end(&m->s, MIG_REC_STATE_END, &(struct mig_end){
+			m->rs.st.entries, m->was_paused }, err)) ||
 	    (r = stream_flush(&m->s, err)))
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
 	if (!postcopy) {
@@ -230,6 +258,12 @@ static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 
 /* ---- 5: switchover ---- */
 
+/*
+ * The VM runs elsewhere now.  QMP's way: this VMM stays, with the VM
+ * stopped (postmigrate), so that a manager can read the final stats and
+ * quit it; it never runs the VM again unless the arbiter (the lock) gives
+ * it back.  With --exit-after-migration it ends here instead.
+ */
 void src_finish_completed(struct migration *m, const char *how)
 {
 	pthread_mutex_lock(&m->mu);
@@ -237,7 +271,29 @@ void src_finish_completed(struct migration *m, const char *how)
 	pthread_mutex_unlock(&m->mu);
 	src_publish(m);
 	src_set_status(m, MIG_COMPLETED);
-	vm_request_shutdown(m->vm, VM_SHUTDOWN_MIGRATED, 0, "%s", how);
+	if (m->p.exit_after)
+		vm_request_shutdown(m->vm, VM_SHUTDOWN_MIGRATED, 0, "%s", how);
+	else
+		fprintf(stderr, "kvmove: %s: %s; the VM stays stopped here (postmigrate) until "
+			"'quit'\n", m->vm->cfg.name, how);
+}
+
+/* Capability pause-before-switchover: the destination has everything and
+ * waits for GO; so do we, for migrate-continue (or a cancel). */
+static int pre_switchover(struct migration *m, struct kv_err *err)
+{
+	int r = 0;
+
+	if (!m->p.pause_before_switchover)
+		return 0;
+	src_set_status(m, MIG_PRE_SWITCHOVER);
+	pthread_mutex_lock(&m->mu);
+	while (!m->continue_req && !src_is_cancelled(m))
+		pthread_cond_wait(&m->cond, &m->mu);
+	pthread_mutex_unlock(&m->mu);
+	if (src_is_cancelled(m))
+		r = src_set_fail(m, "cancelled", err, kv_errf(err, ECANCELED, "cancelled"));
+	return r;
 }
 
 /*
@@ -273,6 +329,7 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 	if (!r) {
 		pthread_mutex_lock(&m->mu);
 		m->downtime_ms = src_now_ms() - m->t_pause;
+		m->bytes_resumed = ps->bytes_out;
 		if (!mig_parse_json(&rec, &j, NULL)) {
 			json_t *l = json_object_get(j, "load-ms");
 			if (json_is_number(l))
@@ -281,6 +338,22 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 		}
 		pthread_mutex_unlock(&m->mu);
 		return 0;
+	}
+
+	/* The destination said it will not run the VM (ERROR: it could not
+	 * take the lock, or not restore the image): it exits without running
+	 * it, so the VM resumes here, its resources taken back first. */
+	if (r == -ECANCELED && !m->postcopy &&
+	    (!m->lock || !vmlock_acquire(m->lock, NULL)) && !vm_acquire_resources(m->vm, NULL)) {
+		char why[KV_ERR_MAX];
+		snprintf(why, sizeof(why), "%s", err.msg);
+		kv_errf(&err, EIO, "the destination did not take the VM (%s); it runs on here",
+			why);
+		src_set_fail(m, "switchover", &err, -EIO);
+		dirty_log_stop(m->vm);
+		src_resume_vm(m);
+		src_set_status(m, MIG_FAILED);
+		return 1;
 	}
 
 	/* The channel broke after GO: who runs the VM now?  The arbiter is the
@@ -299,8 +372,7 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 				"the VM, which runs on here", why);
 			src_set_fail(m, "switchover", &err, -EIO);
 			dirty_log_stop(m->vm);
-			vm_resume(m->vm, NULL);
-			m->paused = false;
+			src_resume_vm(m);
 			src_set_status(m, MIG_FAILED);
 			return 1;
 		}
@@ -372,16 +444,18 @@ void src_rollback(struct migration *m, struct stream *ps, struct kv_err *err)
 	vm_set_throttle(m->vm, 0, NULL);
 	if (m->vm->slot_dirty)
 		dirty_log_stop(m->vm);
-	if (m->paused) {
-		vm_resume(m->vm, NULL);
-		m->paused = false;
-	}
-	if (cancelled) {
-		pthread_mutex_lock(&m->mu);
+	src_resume_vm(m);
+	pthread_mutex_lock(&m->mu);
+	if (m->abandon) {
+		m->error_id = "shutdown";
+		snprintf(m->error_desc, sizeof(m->error_desc), "the source VMM was told to quit "
+			 "during the migration: the VM is shut down and runs nowhere");
+		cancelled = false;
+	} else if (cancelled) {
 		m->error_id = "cancelled";
 		snprintf(m->error_desc, sizeof(m->error_desc), "cancelled by the user");
-		pthread_mutex_unlock(&m->mu);
 	}
+	pthread_mutex_unlock(&m->mu);
 	src_publish(m);
 	src_set_status(m, cancelled ? MIG_CANCELLED : MIG_FAILED);
 }
@@ -439,7 +513,8 @@ void src_run_live(struct migration *m)
 		src_set_status(m, MIG_COMPLETED);	/* preflight passed; nothing moved */
 		return;
 	}
-	if (src_precopy(m, &m->postcopy, &err) || stop_and_copy(m, m->postcopy, &err)) {
+	if (src_precopy(m, &m->postcopy, &err) || stop_and_copy(m, m->postcopy, &err) ||
+	    pre_switchover(m, &err)) {
 		src_rollback(m, &m->s, &err);
 		return;
 	}

@@ -42,6 +42,9 @@ struct migration {
 	double t_start, setup_ms, total_ms, downtime_ms, expected_ms, dest_load_ms;
 	uint64_t rounds, remaining, transferred, normal, zero;
 	double mbps, dirty_pps;
+	double t_active;	/* pre-copy began */
+	uint64_t fp_total;	/* bytes the first pass will look at */
+	uint64_t bytes_paused, bytes_resumed;	/* bytes_out at the pause, at RESUMED */
 	unsigned throttle;
 	const char *error_id;
 	char error_desc[KV_ERR_MAX];
@@ -52,6 +55,8 @@ struct migration {
 	pthread_cond_t cond;	/* with mu: resume requests, abandon */
 	char resume_uri[512];	/* set by mig_resume */
 	bool resume_req, abandon;
+	bool continue_req;	/* migrate-continue in pre-switchover */
+	int start_postcopy;	/* atomic: migrate-start-postcopy */
 	double t_postcopy, postcopy_ms;
 	uint64_t pc_requests;	/* pages the destination asked for */
 	json_t *pc_stats;	/* the destination's POSTCOPY_DONE */
@@ -69,7 +74,8 @@ struct migration {
 	double sample_t0;
 	unsigned nsample;
 	double sample_t[SRC_SAMPLES], sample_pages[SRC_SAMPLES];
-	bool paused;
+	bool paused;		/* the migration paused the VM (undo on failure) */
+	bool was_paused;	/* it was paused before: it stays so, there too */
 	double t_pause;		/* when the VM was paused for the last time */
 };
 
@@ -78,6 +84,7 @@ void src_set_status(struct migration *m, enum mig_status st);
 void src_publish(void *opaque);	/* copy counters where query-migrate sees them */
 int src_set_fail(struct migration *m, const char *id, struct kv_err *err, int rc);
 bool src_is_cancelled(struct migration *m);
+void src_resume_vm(struct migration *m);	/* if the migration paused it */
 
 int src_open_peer(struct migration *m, struct stream *ps, struct kv_err *err);
 int src_init_sender(struct migration *m, struct stream *s, struct kv_err *err);

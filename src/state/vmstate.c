@@ -184,6 +184,14 @@ int vmstate_load(const struct vmstate_desc *d, void *state, const uint8_t *buf,
 			    len - pos);
 		goto out;
 	}
+	/* A writer of this version knew every field up to it: one missing is a
+	 * damaged or forged section, not an older writer. */
+	for (size_t fi = 0; fi < d->nfields; fi++)
+		if (!seen[fi] && d->fields[fi].version <= version) {
+			r = kv_errf(err, EBADMSG, "%s: field %s is missing (version %u has it)",
+				    d->name, d->fields[fi].name, version);
+			goto out;
+		}
 	if (d->validate && (r = d->validate(scratch, err)) < 0) {
 		kv_err_prefix(err, r, "%s", d->name);
 		goto out;

@@ -61,9 +61,10 @@ struct vmstate_desc {
  *     count * elem_size bytes, little-endian elements
  *
  * Load rejects: a newer version than ours, an unknown field, a field whose
- * size or count differs from ours, a field twice, trailing bytes, any
- * truncation, and whatever desc->validate() rejects.  Fields we have that
- * the stream lacks (added in a later version) keep the value they had.
+ * size or count differs from ours, a field twice, a field missing that the
+ * section's version has, trailing bytes, any truncation, and whatever
+ * desc->validate() rejects.  Fields we have that the stream lacks because
+ * they came after its version keep the value they had.
  */
 size_t vmstate_saved_size(const struct vmstate_desc *d);
 int vmstate_save(const struct vmstate_desc *d, const void *state, uint8_t *buf,

@@ -13,10 +13,13 @@
 #include "core/vcpu_info.h"
 #include "core/vm.h"
 #include "migration/migration.h"
+#include "migration/vmlock.h"
+#include "vmm/cmds.h"
 #include "vmm/vmm.h"
+#include "vmm/sandbox.h"
 
 /* QMP rejects arguments it does not know; so do we. */
-static int check_args(json_t *args, const char *const *allowed, struct kv_err *err)
+int check_args(json_t *args, const char *const *allowed, struct kv_err *err)
 {
 	const char *key;
 	json_t *val;
@@ -32,11 +35,11 @@ static int check_args(json_t *args, const char *const *allowed, struct kv_err *e
 	return 0;
 }
 
-static const char *const no_args[] = { NULL };
+const char *const no_args[] = { NULL };
 
 /* Between the pause for stop-and-copy and the end of a migration, only the
  * migration may pause or resume the VM. */
-static bool migration_busy(struct vmm *vmm)
+bool migration_busy(struct vmm *vmm)
 {
 	bool busy;
 
@@ -47,7 +50,7 @@ static bool migration_busy(struct vmm *vmm)
 }
 
 /* An incoming VMM has no VM until the migration's config arrived. */
-static struct vm *need_vm(struct vmm *vmm, struct kv_err *err)
+struct vm *need_vm(struct vmm *vmm, struct kv_err *err)
 {
 	struct vm *vm = vmm_vm(vmm);
 
@@ -70,8 +73,38 @@ static int cmd_query_status(void *opaque, json_t *args, json_t **ret, struct kv_
 		return 0;
 	}
 	st = vm_get_state(vmm->vm);
-	*ret = json_pack("{s:s, s:b, s:b}", "status", vm_state_name(st),
+	pthread_mutex_lock(&vmm->mig_lock);
+	/* QMP's RunState: the VM moved away, this stopped copy waits for quit */
+	r = st == VM_STATE_PAUSED && vmm->mig && mig_migrated(vmm->mig);
+	pthread_mutex_unlock(&vmm->mig_lock);
+	*ret = json_pack("{s:s, s:b, s:b}", "status", r ? "postmigrate" : vm_state_name(st),
 			 "running", st == VM_STATE_RUNNING, "singlestep", 0);
+	return 0;
+}
+
+/*
+ * A migrated VM runs again here only if the arbiter says the destination
+ * let go: it holds the VM's lock (and disk locks) while it runs it, and the
+ * kernel frees them when its VMM dies.  Without a lock nothing can tell,
+ * so it never does.
+ */
+static int take_back(struct vmm *vmm, struct kv_err *err)
+{
+	int r;
+
+	if (!vmm->lock)
+		return kv_errf(err, EPERM, "the VM was migrated away and runs elsewhere; without "
+			       "a lock file (--lock) there is no way to know that the destination "
+			       "stopped, so it cannot run here again");
+	if ((r = vmlock_acquire(vmm->lock, err)))
+		return kv_err_prefix(err, r, "the VM was migrated away and its destination still "
+				     "holds it");
+	if ((r = vm_acquire_resources(vmm->vm, err))) {
+		vmlock_release(vmm->lock);
+		return kv_err_prefix(err, r, "the VM was migrated away");
+	}
+	mig_destroy(vmm->mig);	/* this copy is the VM again */
+	vmm->mig = NULL;
 	return 0;
 }
 
@@ -122,11 +155,10 @@ static int cmd_cont(void *opaque, json_t *args, json_t **ret, struct kv_err *err
 	if (vmm_incoming_postcopy(vmm))
 		return kv_errf(err, EBUSY, "post-copy is still bringing this VM's memory in");
 	pthread_mutex_lock(&vmm->mig_lock);
-	r = vmm->mig && mig_get_status(vmm->mig) == MIG_COMPLETED;
+	if (vmm->mig && mig_migrated(vmm->mig))
+		r = take_back(vmm, err);
 	pthread_mutex_unlock(&vmm->mig_lock);
-	if (r)
-		return kv_errf(err, EPERM, "the VM was migrated away; it runs elsewhere now");
-	return vm_resume(vmm->vm, err);
+	return r ? r : vm_resume(vmm->vm, err);
 }
 
 static int cmd_quit(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
@@ -213,6 +245,18 @@ static int cmd_set_throttle(void *opaque, json_t *args, json_t **ret, struct kv_
 	return r;
 }
 
+/* Tests: is this VMM confined (seccomp, capabilities), and what do exec,
+ * fork and unshare answer here. */
+static int cmd_query_sandbox(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
+{
+	int r = check_args(args, no_args, err);
+
+	if (r)
+		return r;
+	*ret = sandbox_probe();
+	return 0;
+}
+
 /* Debug: per-vCPU exit counts, and where each vCPU is while paused. */
 /* What core/emulate.c finished for KVM (PVM hosts only; always 0 on VMX/SVM). */
 static int cmd_query_emulation(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
@@ -266,107 +310,60 @@ static int cmd_query_vcpus(void *opaque, json_t *args, json_t **ret, struct kv_e
 	return 0;
 }
 
-static void on_mig_event(void *opaque, const char *event, json_t *data)
-{
-	struct vmm *vmm = opaque;
-
-	if (vmm->ctl)
-		ctl_server_emit(vmm->ctl, event, data);
-	else
-		json_decref(data);
-}
-
-/* QMP-style: returns at once; progress via query-migrate and MIGRATION /
- * MIGRATION_PASS events.  uri tcp:HOST:PORT (live) or file:PATH (save). */
-static int cmd_migrate(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
-{
-	struct vmm *vmm = opaque;
-	struct mig_params p;
-	int r;
-
-	/* resume: reconnect a paused post-copy (QMP's migrate resume=true) */
-	if (json_is_true(json_object_get(args, "resume"))) {
-		static const char *const allowed[] = { "uri", "resume", NULL };
-		json_t *u = json_object_get(args, "uri");
-		if ((r = check_args(args, allowed, err)))
-			return r;
-		if (!json_is_string(u))
-			return kv_errf(err, EINVAL, "'uri' is required");
-		pthread_mutex_lock(&vmm->mig_lock);
-		r = vmm->mig ? mig_resume(vmm->mig, json_string_value(u), err)
-			     : kv_errf(err, EINVAL, "there is no migration to resume");
-		pthread_mutex_unlock(&vmm->mig_lock);
-		return r;
-	}
-	r = mig_params_from_json(args, &p, err);
-	if (r)
-		return r;
-	if (!need_vm(vmm, err))
-		return -EAGAIN;
-	pthread_mutex_lock(&vmm->mig_lock);
-	if (vmm->mig && !mig_finished(vmm->mig)) {
-		r = kv_errf(err, EBUSY, "a migration is already in progress");
-	} else {
-		/* mig_start refuses a VM that is not running (migrated away,
-		 * or paused after an indeterminate switchover) */
-		mig_destroy(vmm->mig);
-		vmm->mig = NULL;
-		r = mig_start(&vmm->mig, vmm->vm, vmm->lock, &p, on_mig_event, vmm, err);
-	}
-	pthread_mutex_unlock(&vmm->mig_lock);
-	return r;
-}
-
-static int cmd_query_migrate(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
-{
-	struct vmm *vmm = opaque;
-	int r = check_args(args, no_args, err);
-
-	if (r)
-		return r;
-	pthread_mutex_lock(&vmm->mig_lock);
-	*ret = vmm->mig ? mig_query(vmm->mig) : vmm_incoming_query(vmm);
-	pthread_mutex_unlock(&vmm->mig_lock);
-	if (!*ret)
-		*ret = json_object();	/* QMP: {} before any */
-	return 0;
-}
-
-static int cmd_migrate_cancel(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
-{
-	struct vmm *vmm = opaque;
-	int r = check_args(args, no_args, err);
-
-	if (r)
-		return r;
-	pthread_mutex_lock(&vmm->mig_lock);
-	r = vmm->mig ? mig_cancel(vmm->mig, err) : kv_errf(err, EINVAL, "no migration in progress");
-	pthread_mutex_unlock(&vmm->mig_lock);
-	return r;
-}
-
 static const struct ctl_cmd commands[] = {
-	{ "query-status", cmd_query_status, "run state (QMP StatusInfo)" },
-	{ "query-vm", cmd_query_vm, "name, vCPUs, memory, uptime" },
-	{ "stop", cmd_stop, "pause every vCPU" },
-	{ "cont", cmd_cont, "resume a paused VM" },
-	{ "quit", cmd_quit, "shut the VM down and exit the VMM" },
-	{ "migrate", cmd_migrate,
+	{ "query-status", cmd_query_status, "run state (QMP StatusInfo)", NULL },
+	{ "query-vm", cmd_query_vm, "name, vCPUs, memory, uptime", NULL },
+	{ "stop", cmd_stop, "pause every vCPU", NULL },
+	{ "cont", cmd_cont, "resume a paused VM", NULL },
+	{ "quit", cmd_quit, "shut the VM down and exit the VMM", NULL },
+	{ "system_powerdown", qmp_system_powerdown,
+	  "not available: kvmove has no ACPI power button yet (use quit)", NULL },
+	{ "query-version", qmp_query_version, "kvmove's version, in QMP's shape", NULL },
+	{ "query-name", qmp_query_name, "the VM's name", NULL },
+	{ "query-kvm", qmp_query_kvm, "KVM is present and used (always)", NULL },
+	{ "query-cpus-fast", qmp_query_cpus_fast, "the vCPUs and their host threads", NULL },
+	{ "query-block", qmp_query_block, "the disks (QMP BlockInfo)", NULL },
+	{ "query-blockstats", qmp_query_blockstats, "the disks' I/O counters",
+	  "?query-nodes:bool" },
+	{ "query-qmp-schema", qmp_query_qmp_schema,
+	  "what this VMM implements (QAPI introspection)", NULL },
+	{ "migrate", qmp_migrate,
 	  "start a migration: uri tcp:HOST:PORT (live) or file:PATH (save); downtime-ms, "
 	  "bandwidth (MiB/s), max-rounds, policy (fail, force, auto-converge, postcopy, "
 	  "auto), postcopy-after, check-only, via; or resume=true with uri to reconnect a "
-	  "paused post-copy" },
-	{ "query-migrate", cmd_query_migrate, "status and stats of the last migration" },
-	{ "migrate_cancel", cmd_migrate_cancel, "cancel the migration; the VM stays here" },
+	  "paused post-copy",
+	  "uri:str ?detach:bool ?blk:bool ?inc:bool ?resume:bool ?downtime-ms:int "
+	  "?bandwidth:int ?max-rounds:int ?policy:str ?postcopy-after:int ?check-only:bool "
+	  "?via:str" },
+	{ "query-migrate", qmp_query_migrate, "status and stats of the migration (either side)", NULL },
+	{ "migrate_cancel", qmp_migrate_cancel, "cancel the migration; the VM stays here", NULL },
+	{ "migrate-set-capabilities", qmp_migrate_set_capabilities,
+	  "set migration capabilities (QMP names)", "capabilities:any" },
+	{ "query-migrate-capabilities", qmp_query_migrate_capabilities,
+	  "every QMP migration capability and its state here", NULL },
+	{ "migrate-set-parameters", qmp_migrate_set_parameters,
+	  "set migration parameters (QMP names)",
+	  "?downtime-limit:int ?max-bandwidth:int ?cpu-throttle-initial:int "
+	  "?cpu-throttle-increment:int ?max-cpu-throttle:int ?multifd-channels:int" },
+	{ "query-migrate-parameters", qmp_query_migrate_parameters,
+	  "the migration parameters kvmove has", NULL },
+	{ "migrate-start-postcopy", qmp_migrate_start_postcopy,
+	  "switch the running migration to post-copy (needs postcopy-ram)", NULL },
+	{ "migrate-continue", qmp_migrate_continue,
+	  "go on from pre-switchover (pause-before-switchover)", "state:str" },
+	{ "migrate-incoming", qmp_migrate_incoming,
+	  "start listening (a VMM started with --incoming defer)", "uri:str" },
 	{ "x-query-emulation", cmd_query_emulation,
-	  "instructions finished for KVM's emulator (int3, fwait) and failures" },
+	  "instructions finished for KVM's emulator (int3, fwait) and failures", NULL },
 	{ "x-query-vcpus", cmd_query_vcpus,
-	  "debug: per-vCPU exit counts; registers and mode while paused" },
+	  "debug: per-vCPU exit counts; registers and mode while paused", NULL },
 	{ "x-set-throttle", cmd_set_throttle,
 	  "throttle the vCPUs to 'percent' (0..99) of their time off, as auto-converge "
-	  "does; refused while a migration runs" },
+	  "does; refused while a migration runs", "percent:int" },
+	{ "x-query-sandbox", cmd_query_sandbox,
+	  "test: seccomp mode, capabilities, and what exec/fork/unshare answer", NULL },
 	{ "x-corrupt-page", cmd_corrupt_page,
-	  "debug: flip the byte at guest-physical address 'gpa'" },
+	  "debug: flip the byte at guest-physical address 'gpa'", "gpa:int" },
 };
 
 const struct ctl_cmd *vmm_commands(size_t *n)

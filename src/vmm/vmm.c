@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "vmm/vmm.h"
+#include "vmm/sandbox.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -124,8 +125,10 @@ out:
 	return r;
 }
 
+/* incoming: the specs come from the stream, so the disks and TAPs go
+ * through this host's own policy (preflight checked it; checked again) */
 static int add_devices(struct vm *vm, struct vmm *vmm, const struct dev_spec *specs,
-		       unsigned nspecs, bool take_locks, struct kv_err *err)
+		       unsigned nspecs, bool incoming, struct kv_err *err)
 {
 	struct device *dexit, *d;
 	struct pci_host *pci;
@@ -159,13 +162,24 @@ static int add_devices(struct vm *vm, struct vmm *vmm, const struct dev_spec *sp
 	 * migration destination */
 	for (unsigned i = 0; i < nspecs; i++) {
 		const struct dev_spec *sp = &specs[i];
-		if (!strcmp(sp->type, "virtio-blk"))
-			r = virtio_blk_create(&d, vm, pci, sp->name, sp->path, sp->readonly,
-					      take_locks, err);
-		else if (!strcmp(sp->type, "virtio-net"))
+		int fd = -1;
+
+		if (!strcmp(sp->type, "virtio-blk")) {
+			if (incoming &&
+			    (fd = mig_allow_open_disk(&vmm->opts.allow, sp->path, sp->readonly,
+						      err)) < 0)
+				return kv_err_prefix(err, fd, "%s", sp->name);
+			/* at boot the disks are ours at once; an incoming VM takes
+			 * them when the source has let go */
+			r = virtio_blk_create(&d, vm, pci, sp->name, sp->path, fd, sp->readonly,
+					      !incoming, err);
+		} else if (!strcmp(sp->type, "virtio-net")) {
+			if (incoming && (r = mig_allow_tap(&vmm->opts.allow, sp->tap, err)))
+				return kv_err_prefix(err, r, "%s", sp->name);
 			r = virtio_net_create(&d, vm, pci, sp->name, sp->tap, sp->mac, err);
-		else
+		} else {
 			continue;	/* the always-present devices above */
+		}
 		if (r)
 			return kv_err_prefix(err, r, "%s", sp->name);
 	}
@@ -193,10 +207,8 @@ static int build_vm(void *opaque, const struct mig_vm_config *mc, struct vm **ou
 	r = vm_create(&vm, &cfg, err);
 	if (r)
 		return r;
-	/* at boot the disks are ours at once; an incoming VM takes them when
-	 * the source has let go */
-	r = mc ? add_devices(vm, vmm, mc->devices, mc->ndevices, false, err)
-	       : add_devices(vm, vmm, vmm->opts.devs, vmm->opts.ndevs, true, err);
+	r = mc ? add_devices(vm, vmm, mc->devices, mc->ndevices, true, err)
+	       : add_devices(vm, vmm, vmm->opts.devs, vmm->opts.ndevs, false, err);
 	if (r) {
 		vm_destroy(vm);
 		return r;
@@ -261,6 +273,9 @@ int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *
 		return kv_errf(err, ENOMEM, "allocating the VMM");
 	vmm->opts = *opts;
 	vmm->console_fd = vmm->input_fd = vmm->signal_fd = -1;
+	vmm->defer_efd = vmm->defer_listen_fd = -1;
+	mig_settings_defaults(&vmm->settings);
+	vmm->settings.exit_after = opts->exit_after_migration;
 	pthread_mutex_init(&vmm->mig_lock, NULL);
 
 	if ((r = setup_signals(vmm, err)) || (r = open_console(vmm, err)) ||
@@ -269,6 +284,18 @@ int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *
 	if (opts->kernel) {
 		if ((r = build_vm(vmm, NULL, NULL, err)) || (r = load_kernel(vmm, err)))
 			goto fail;
+	}
+	/* Before the first byte of a VM from elsewhere, and before any thread
+	 * exists (capabilities are per thread): confine this process. */
+	if ((opts->incoming || opts->restore) && !opts->no_sandbox &&
+	    (r = sandbox_enter(opts->allow.ntaps > 0, err))) {
+		kv_err_prefix(err, r, "sandbox");
+		goto fail;
+	}
+	if (opts->incoming && !strcmp(opts->incoming, "defer") &&
+	    (vmm->defer_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		r = kv_errf_sys(err, errno, "eventfd");
+		goto fail;
 	}
 	if (opts->control) {
 		cmds = vmm_commands(&ncmds);
@@ -381,6 +408,48 @@ static void incoming_finish(struct vmm *vmm)
 	vmm->inc = NULL;
 }
 
+const char *vmm_tls_creds_name(struct vmm *vmm)
+{
+	(void)vmm;
+	return "";
+}
+
+int vmm_incoming_start(struct vmm *vmm, const char *uri, struct kv_err *err)
+{
+	uint64_t one = 1;
+
+	if (!vmm->opts.incoming || strcmp(vmm->opts.incoming, "defer"))
+		return kv_errf(err, EINVAL, "this VMM was not started with --incoming defer");
+	if (__atomic_load_n(&vmm->defer_uri_set, __ATOMIC_ACQUIRE) ||
+	    strlen(uri) >= sizeof(vmm->defer_uri))
+		return kv_errf(err, EINVAL, "The incoming migration has already been started");
+	snprintf(vmm->defer_uri, sizeof(vmm->defer_uri), "%s", uri);
+	/* listening when this returns, like QEMU's migrate-incoming */
+	vmm->defer_listen_fd = mig_listen(uri, err);
+	if (vmm->defer_listen_fd < 0)
+		return vmm->defer_listen_fd;
+	__atomic_store_n(&vmm->defer_uri_set, true, __ATOMIC_RELEASE);
+	if (write(vmm->defer_efd, &one, sizeof(one)) < 0)
+		return kv_errf_sys(err, errno, "eventfd");
+	return 0;
+}
+
+/* --incoming defer: wait for migrate-incoming (or a signal: 1). */
+static int wait_defer(struct vmm *vmm)
+{
+	fprintf(stderr, "kvmove: waiting for migrate-incoming on the control socket\n");
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = vmm->defer_efd, .events = POLLIN },
+					 { .fd = vmm->signal_fd, .events = POLLIN } };
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			return 1;
+		if (pfd[0].revents & POLLIN)
+			return 0;
+		if (pfd[1].revents & POLLIN)
+			return 1;
+	}
+}
+
 json_t *vmm_incoming_query(struct vmm *vmm)
 {
 	return vmm->inc ? mig_incoming_query(&vmm->inc->in) : NULL;
@@ -412,8 +481,12 @@ static int run_incoming(struct vmm *vmm)
 	j->vmm = vmm;
 	j->done_efd = j->resumed_efd = -1;
 	mig_incoming_init(&j->in);
-	j->in.uri = vmm->opts.incoming;
+	j->in.listen_fd = vmm->defer_listen_fd;	/* --incoming defer: already listening */
+	vmm->defer_listen_fd = -1;
+	j->in.uri = vmm->opts.incoming && !strcmp(vmm->opts.incoming, "defer") ?
+		    vmm->defer_uri : vmm->opts.incoming;
 	j->in.file = vmm->opts.restore;
+	j->in.keep_file = vmm->opts.keep_image;
 	j->in.lock = vmm->lock;
 	j->in.build = build_vm;
 	j->in.opaque = vmm;
@@ -424,9 +497,18 @@ static int run_incoming(struct vmm *vmm)
 	j->in.cancel = &j->cancel;
 	j->in.host.max_mem = vmm->opts.max_mem;
 	j->in.host.has_lock = vmm->lock != NULL;
+	j->in.host.allow = &vmm->opts.allow;
 	if (mig_host_probe(&j->in.host, &j->supported, &j->err)) {
 		fprintf(stderr, "kvmove: %s\n", j->err.msg);
 		return 1;
+	}
+	{
+		/* more vCPUs than the host has CPUs only when asked (--max-vcpus) */
+		long online = sysconf(_SC_NPROCESSORS_ONLN);
+		unsigned lim = vmm->opts.max_vcpus ? vmm->opts.max_vcpus :
+			       online > 0 ? (unsigned)online : 1;
+		if (lim < j->in.host.max_vcpus)
+			j->in.host.max_vcpus = lim;
 	}
 	j->done_efd = eventfd(0, EFD_CLOEXEC);
 	j->resumed_efd = eventfd(0, EFD_CLOEXEC);
@@ -437,7 +519,7 @@ static int run_incoming(struct vmm *vmm)
 	}
 	j->running = true;
 	if (vmm->opts.incoming)
-		fprintf(stderr, "kvmove: waiting for a migration on %s\n", vmm->opts.incoming);
+		fprintf(stderr, "kvmove: waiting for a migration on %s\n", j->in.uri);
 	for (;;) {
 		struct pollfd pfd[3] = { { .fd = j->done_efd, .events = POLLIN },
 					 { .fd = vmm->signal_fd, .events = POLLIN },
@@ -484,6 +566,8 @@ int vmm_run(struct vmm *vmm)
 	struct vm *vm;
 	int status;
 
+	if (vmm->opts.incoming && !strcmp(vmm->opts.incoming, "defer") && wait_defer(vmm))
+		return 0;	/* told to stop before any migration came */
 	if (vmm->opts.incoming || vmm->opts.restore) {
 		status = run_incoming(vmm);
 		if (status)
@@ -518,7 +602,7 @@ int vmm_run(struct vmm *vmm)
 		if (pfd[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			if (read(vmm->signal_fd, &si, sizeof(si)) == sizeof(si))
-				vm_request_shutdown(vm, VM_SHUTDOWN_HOST, 0, "signal %s",
+				vm_request_shutdown(vm, VM_SHUTDOWN_SIGNAL, 0, "signal %s",
 						    strsignal((int)si.ssi_signo));
 		}
 		if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))
@@ -534,6 +618,7 @@ int vmm_run(struct vmm *vmm)
 	vm_stop(vm);
 	switch (vm->shutdown_reason) {
 	case VM_SHUTDOWN_HOST:
+	case VM_SHUTDOWN_SIGNAL:
 	case VM_SHUTDOWN_MIGRATED:
 		status = 0;
 		break;
@@ -551,8 +636,8 @@ int vmm_run(struct vmm *vmm)
 		fprintf(stderr, "kvmove: %s: %s; this VMM exits\n", vm->cfg.name,
 			vm->shutdown_msg);
 	if (vmm->ctl) {
-		bool guest = vm->shutdown_reason != VM_SHUTDOWN_HOST &&
-			     vm->shutdown_reason != VM_SHUTDOWN_MIGRATED;
+		bool guest = vm->shutdown_reason == VM_SHUTDOWN_GUEST ||
+			     vm->shutdown_reason == VM_SHUTDOWN_GUEST_RESET;
 		ctl_server_emit(vmm->ctl, "SHUTDOWN",
 				json_pack("{s:b, s:s}", "guest", guest, "reason",
 					  vm_shutdown_reason_name(vm->shutdown_reason)));
@@ -593,6 +678,10 @@ void vmm_destroy(struct vmm *vmm)
 		close(vmm->console_fd);
 	if (vmm->signal_fd >= 0)
 		close(vmm->signal_fd);
+	if (vmm->defer_efd >= 0)
+		close(vmm->defer_efd);
+	if (vmm->defer_listen_fd >= 0)
+		close(vmm->defer_listen_fd);
 	pthread_mutex_destroy(&vmm->mig_lock);
 	free(vmm);
 }

@@ -15,6 +15,8 @@
 
 #include "common/err.h"
 #include "devices/device.h"
+#include "migration/allow.h"
+#include "migration/migration.h"
 
 #define VMM_MAX_USER_DEVICES 16
 
@@ -36,6 +38,13 @@ struct vmm_options {
 	const char *restore;	/* restore a saved VM from this file */
 	const char *lock;	/* per-VM lock file on shared storage */
 	uint64_t max_mem;	/* incoming: refuse bigger VMs (0 = free RAM) */
+	unsigned max_vcpus;	/* incoming: refuse more vCPUs (0 = KVM's limit) */
+	/* incoming and restore: what the VM is and may use (--expect,
+	 * --allow-disk, --allow-tap, --via): the stream never decides */
+	struct mig_allow allow;
+	bool keep_image;	/* --restore: leave the file (default: removed once run) */
+	bool no_sandbox;	/* --no-sandbox: incoming/restore without seccomp */
+	bool exit_after_migration;	/* exit once migrated (default: postmigrate) */
 	unsigned ndevs;		/* --disk / --net, in command-line order */
 	struct dev_spec devs[VMM_MAX_USER_DEVICES];
 };
@@ -55,6 +64,11 @@ struct vmm {
 	pthread_mutex_t mig_lock;	/* guards mig: commands vs. teardown */
 	struct migration *mig;	/* the last outgoing migration */
 	struct incoming_job *inc;	/* the incoming migration (or restore) */
+	struct mig_settings settings;	/* migrate-set-capabilities/-parameters (mig_lock) */
+	int defer_efd;			/* --incoming defer: migrate-incoming came */
+	char defer_uri[256];
+	int defer_listen_fd;		/* migrate-incoming's socket, until the job takes it */
+	bool defer_uri_set;
 	bool incoming_refused;
 };
 
@@ -68,6 +82,10 @@ void vmm_destroy(struct vmm *vmm);
 
 /* query-migrate of the incoming side (new reference), or NULL if none. */
 json_t *vmm_incoming_query(struct vmm *vmm);
+/* migrate-incoming on a VMM started with --incoming defer. */
+int vmm_incoming_start(struct vmm *vmm, const char *uri, struct kv_err *err);
+/* The TLS credentials' name for query-migrate-parameters ("" if none). */
+const char *vmm_tls_creds_name(struct vmm *vmm);
 /* Is an incoming post-copy still bringing pages in? */
 bool vmm_incoming_postcopy(struct vmm *vmm);
 

@@ -13,6 +13,10 @@ forwarding it:
     stall  hold this record and everything after it in that direction (the
            proxy stops reading, so the sender feels TCP back-pressure) until
            the test calls release(); the other direction keeps flowing
+    drop   leave the whole record out (every record keeps its own valid
+           checksum: only end-to-end counts can notice)
+    dup    forward the record twice (a replay, checksums intact)
+    swap   forward the next record of any type first, then this one
 
     from kvfault import FaultProxy
     px = FaultProxy(h, dst.port)            # h: the kvtest Harness
@@ -225,6 +229,31 @@ class _Conn:
                         rule.fired.set()
                         self.close("cut at %s" % rec.name)
                         return
+                    if action in ("drop", "dup", "swap"):
+                        # send what came before, then rework this record
+                        dst.sendall(buf[:pos])
+                        rec_bytes = bytes(buf[pos:pos + total])
+                        del buf[:pos + total]
+                        pos = 0
+                        self.proxy._add(rec)
+                        rule.fired.set()
+                        if action == "dup":
+                            dst.sendall(rec_bytes + rec_bytes)
+                        elif action == "swap":
+                            held = rec_bytes
+                            while len(buf) < HDR_SIZE or len(buf) < HDR_SIZE + HDR.unpack_from(
+                                    buf, 0)[2] + TRAILER_SIZE:
+                                more = src.recv(1 << 20)
+                                if not more:
+                                    break
+                                buf += more
+                            if len(buf) >= HDR_SIZE:
+                                n2 = HDR_SIZE + HDR.unpack_from(buf, 0)[2] + TRAILER_SIZE
+                                dst.sendall(bytes(buf[:n2]) + held)
+                                del buf[:n2]
+                            else:
+                                dst.sendall(held)
+                        continue
                     if action == "stall":
                         dst.sendall(buf[:pos])
                         del buf[:pos]
@@ -293,6 +322,18 @@ class FaultProxy:
         """Flip one payload byte (default: the middle one) of that record
         (of its checksum if it has no payload)."""
         return self._rule(direction, rtype, nth, "flip", offset)
+
+    def drop(self, direction, rtype, nth=1):
+        """Leave that record out entirely (framing and checksums stay valid)."""
+        return self._rule(direction, rtype, nth, "drop")
+
+    def dup(self, direction, rtype, nth=1):
+        """Send that record twice."""
+        return self._rule(direction, rtype, nth, "dup")
+
+    def swap(self, direction, rtype, nth=1):
+        """Send the record after that one first."""
+        return self._rule(direction, rtype, nth, "swap")
 
     def stall(self, direction, rtype, nth=1):
         """Hold that record and all later data in that direction until

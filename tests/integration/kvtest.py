@@ -649,15 +649,18 @@ class VMM:
 
     def __init__(self, harness, name="kvtest", mem="1G", cpus=1, append="",
                  kernel=None, extra=(), control=True, incoming=None, restore=None,
-                 netns=None):
+                 netns=None, expect=None):
         """A VMM booting kernel (default: the test guest); or, with
         incoming="tcp:HOST:PORT", a migration destination; or, with
         restore=FILE, one restoring a saved VM (the VM's size comes from
         the source then).  netns: run it inside that network namespace (a
         "host" of scripts/kvmove-cluster.sh); its control socket and files
-        stay reachable from here."""
+        stay reachable from here.  expect: the name of the VM an incoming
+        (or restoring) VMM takes (--expect)."""
         self.h = harness
         self.name = name
+        # the guest's VM name: its --name, or what an incoming VMM expects
+        self.vm_name = expect if (incoming or restore) else name
         self.dir = os.path.join(harness.tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.console_path = os.path.join(self.dir, "console.log")
@@ -668,6 +671,8 @@ class VMM:
             self.argv = [harness.kvmove, "run"]
             self.argv += ["--incoming", incoming] if incoming else ["--restore", restore]
             self.argv += ["--console", self.console_path]
+            if expect:
+                self.argv += ["--expect", expect]
         else:
             self.argv = [harness.kvmove, "run", "--name", name, "--mem", str(mem),
                          "--cpus", str(cpus), "--kernel", kernel or harness.guest,
@@ -866,20 +871,25 @@ class Harness:
         self.vmms.append(vm)
         return vm
 
-    def incoming(self, name, extra=(), wait=True):
+    def incoming(self, name, expect, extra=(), wait=True):
         """A destination VMM (``kvmove run --incoming``) on a free port of
-        127.0.0.1; .uri is its address.  Waits until it listens."""
+        127.0.0.1 for the VM of `expect` (a VMM, or a VM name: --expect);
+        .uri is its address.  Waits until it listens."""
         port = free_port()
-        vm = self.vmm(name=name, incoming="tcp:127.0.0.1:%d" % port, extra=extra)
+        expect = getattr(expect, "vm_name", expect)
+        check(isinstance(expect, str) and expect, "incoming(%r): which VM does it take?"
+              % name)
+        vm = self.vmm(name=name, incoming="tcp:127.0.0.1:%d" % port, extra=extra,
+                      expect=expect)
         vm.port = port
         vm.uri = "tcp:127.0.0.1:%d" % port
         if wait:
             vm.wait_listening()
         return vm
 
-    def restore(self, name, path, extra=()):
+    def restore(self, name, path, extra=(), expect=None):
         """A VMM restoring a saved VM (``kvmove run --restore path``)."""
-        return self.vmm(name=name, restore=path, extra=extra)
+        return self.vmm(name=name, restore=path, extra=extra, expect=expect)
 
     def add_cleanup(self, fn):
         """Call fn() at cleanup (before the VMMs are killed)."""

@@ -35,7 +35,7 @@ def test(h):
     src.console.wait_for(r"^DISK OK ", timeout=120)
     disk_refused(h, disk, "the running source")
 
-    dst = h.incoming("dst-killed")
+    dst = h.incoming("dst-killed", src, extra=["--allow-disk", disk])
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "GO")
     mig = src.migrate_bg(px.uri)
@@ -58,7 +58,7 @@ def test(h):
     px.close()
 
     # and a migration that completes moves the disk with the VM
-    dst = h.incoming("dst")
+    dst = h.incoming("dst", src, extra=["--allow-disk", disk])
     run = src.migrate(dst.uri)
     kvtest.check_migrated(src, dst, run, wss=128 << 20)
     dst.console.wait_for(r"^DISK OK ", start=len(dst.console), timeout=60)

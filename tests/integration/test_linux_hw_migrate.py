@@ -52,7 +52,7 @@ def test(h):
     src.console.wait_for(r"^KVLOAD VERIFY OK", timeout=120, fail_on=RX_BAD)
     n_src = len(hb_seqs(src))
 
-    dst = h.incoming("dst")
+    dst = h.incoming("dst", src, extra=["--allow-disk", disk])
     run = src.migrate(dst.uri, timeout=300)
     h.log("migration: %s" % run.summary())
     run.expect(0, "completed")

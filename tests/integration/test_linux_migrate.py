@@ -88,20 +88,26 @@ def wait_lines(vm, n, timeout, start=0):
 
 
 def migrate(src, uri):
-    """QMP migrate on the source; the terminal MIGRATION event's data."""
+    """QMP migrate on the source; the terminal MIGRATION event's data.  A
+    source that completed waits in postmigrate (QMP's way) and is quit."""
     with src.qmp(timeout=30) as q:
         q.cmd("migrate", {"uri": uri})
         while True:
             ev = q.wait_event("MIGRATION", timeout=300)
             st = ev["data"].get("status")
             if st in ("completed", "failed", "cancelled"):
+                if st == "completed":
+                    rs = q.cmd("query-status")
+                    check(rs.get("status") == "postmigrate",
+                          "source after the migration: %r" % rs)
+                    q.cmd("quit")
                 return ev["data"]
 
 
 def live_migrate(h, vm, name, what):
     """Live-migrate vm to a new VMM called name; wait until the guest's
     console goes on there.  Returns (the new VMM, downtime in s)."""
-    dst = h.incoming(name)
+    dst = h.incoming(name, vm)
     h.log("%s at line %d: %s" % (what, len(vm.console), vm.console.tail(1)[0]))
     res = migrate(vm, dst.uri)
     h.log("%s: %r" % (what, res))
@@ -199,7 +205,7 @@ def test(h):
     h.log("save: %r" % res)
     check(res.get("status") == "completed", "save: %r" % res)
     # the file is complete (synced and renamed) once the status says so
-    rst = h.restore("rst", path)
+    rst = h.restore("rst", path, expect=dst.vm_name)
     deadline = now() + scaled(120)
     while True:
         try:

@@ -5,13 +5,15 @@
   active  (the 2nd RAM record is held)        Ctrl-C (SIGINT) to kvmove migrate
   device  (the VCPU record is held; the VM    Ctrl-C
            is paused on the source)
-  pre-switchover (RESUMED is held: GO was     Ctrl-C is refused (too late), a
-           sent)                              second Ctrl-C only says it waits;
+  after GO (RESUMED is held: GO was sent;     Ctrl-C is refused (too late), a
+           x-go-sent)                         second Ctrl-C only says it waits;
                                               released, the migration completes
 
 After each cancel: kvmove migrate exits 4 with status cancelled, the VM runs
 and verifies all of its memory on the source with consecutive heartbeats,
-the destination exited with a message and never ran the guest.  (The proxy
+and the destination never ran the guest: a destination that had the VM's
+configuration exits with a message; one cancelled during the handshake
+cannot tell the source from a stranger and keeps waiting (it says so).  (The proxy
 releases what it held once the source cancelled, so the destination sees the
 source's close instead of waiting out a timeout.)"""
 import signal
@@ -21,7 +23,7 @@ import kvtest
 from kvfault import FaultProxy
 from kvtest import check
 
-WSS = 768 << 20
+WSS = 256 << 20
 
 
 def wait_status(src, want, timeout=60):
@@ -44,16 +46,27 @@ def wait_stderr(mig, text, timeout=30):
         time.sleep(0.05)
 
 
-def cancelled(h, src, dst, mig, state, hold):
+def cancelled(h, src, dst, mig, state, hold, dst_waits=False):
     run = mig.finish(timeout=120)
     run.expect(4, "cancelled", "cancelled")
     # What the proxy held goes on, then the source's close: the destination
     # learns that the source went away (rather than waiting for its timeout).
     hold.release()
     check("cancelling" in run.statuses(), "no 'cancelling' event: %r" % run.statuses())
-    rc = dst.wait_exit(timeout=90)
-    err = dst.stderr()
-    check(rc == 1, "the destination exited %d after the cancel, expected 1" % rc)
+    if dst_waits:
+        deadline = kvtest.now() + kvtest.scaled(30)
+        while "refused a connection" not in dst.stderr():
+            dst.check_alive()
+            check(kvtest.now() < deadline, "the destination did not drop the cancelled "
+                  "handshake: %r" % dst.stderr())
+            time.sleep(0.05)
+        check(dst.cmd("query-status")["status"] == "inmigrate", "destination not waiting")
+        err = dst.stderr()
+        dst.kill()
+    else:
+        rc = dst.wait_exit(timeout=90)
+        err = dst.stderr()
+        check(rc == 1, "the destination exited %d after the cancel, expected 1" % rc)
     check(any(w in err for w in ("closed", "end of stream", "cancel", "gave up")),
           "the destination's stderr does not say the source went away: %r" % err)
     kvtest.check_never_ran(dst)
@@ -65,12 +78,12 @@ def cancelled(h, src, dst, mig, state, hold):
 
 
 def test(h):
-    src = h.vmm(name="src", mem="1G", append=kvtest.guest_cmdline(wss="768M", rate=32, hb=1000))
+    src = h.vmm(name="src", mem="1G", append=kvtest.guest_cmdline(wss="256M", rate=32, hb=1000))
     src.wait_ready()
     src.wait_verified()
 
     # setup: QMP migrate_cancel
-    dst = h.incoming("dst-setup")
+    dst = h.incoming("dst-setup", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("dst", "HELLO")
     mig = src.migrate_bg(px.uri)
@@ -78,11 +91,11 @@ def test(h):
     wait_status(src, "setup")
     with src.qmp() as q:
         q.cmd("migrate_cancel")
-    cancelled(h, src, dst, mig, "setup", hold)
+    cancelled(h, src, dst, mig, "setup", hold, dst_waits=True)
     px.close()
 
     # active: Ctrl-C
-    dst = h.incoming("dst-active")
+    dst = h.incoming("dst-active", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "RAM", nth=2)
     mig = src.migrate_bg(px.uri)
@@ -95,7 +108,7 @@ def test(h):
     px.close()
 
     # device: Ctrl-C while the VM is paused for stop-and-copy
-    dst = h.incoming("dst-device")
+    dst = h.incoming("dst-device", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "VCPU")
     mig = src.migrate_bg(px.uri)
@@ -106,13 +119,16 @@ def test(h):
     cancelled(h, src, dst, mig, "device", hold)
     px.close()
 
-    # pre-switchover: too late; the migration completes
-    dst = h.incoming("dst-late")
+    # after GO: too late; the migration completes
+    dst = h.incoming("dst-late", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("dst", "RESUMED")
     mig = src.migrate_bg(px.uri)
     hold.wait()
-    wait_status(src, "pre-switchover")
+    deadline = kvtest.now() + kvtest.scaled(60)
+    while not src.cmd("query-migrate").get("x-go-sent"):
+        check(kvtest.now() < deadline, "GO never sent: %r" % src.cmd("query-migrate"))
+        time.sleep(0.05)
     try:
         with src.qmp() as q:
             q.cmd("migrate_cancel")

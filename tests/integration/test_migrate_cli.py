@@ -51,7 +51,7 @@ def test(h):
            stderr="no such file")
 
     # ---- a destination VMM has no VM to migrate: exit 1 ----
-    dst = h.incoming("dst")
+    dst = h.incoming("dst", "cli")
     expect(dst.cli("migrate", "--to", to), 1, "migrate from an incoming VMM",
            stderr="no VM yet")
     expect(dst.cli("save", os.path.join(h.tmpdir, "none")), 1, "save an incoming VMM",
@@ -73,7 +73,7 @@ def test(h):
     first = vm.migrate_bg(px.uri)
     hold.wait()
     expect(vm.cli("migrate", "--to", dst.uri), 1, "a second migration",
-           stderr="already in progress")
+           stderr="migration process in progress")
     vm.cmd("migrate_cancel")
     first.finish().expect(4, "cancelled")
     hold.release()
@@ -81,7 +81,7 @@ def test(h):
     vm.wait_verified()
 
     # ---- the human summary of a completed migration ----
-    dst2 = h.incoming("dst2")
+    dst2 = h.incoming("dst2", vm)
     r = vm.cli("migrate", "--to", dst2.uri, "--downtime-ms", "300", "--max-rounds", "10",
                timeout=300)
     expect(r, 0, "migrate (human)", stdout=r"cli: migrated to " + re.escape(dst2.uri))

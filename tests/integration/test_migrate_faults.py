@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Faults during a live migration, injected by a proxy between source and
-destination (kvfault.py).  One source VM (1 GiB, 768 MiB working set at
+destination (kvfault.py).  One source VM (1 GiB, 256 MiB working set at
 32 MiB/s) lives through all of them:
 
   1. destination killed during pre-copy   (proxy holds the 2nd RAM record)
@@ -54,12 +54,12 @@ def after_fault(h, src, dst, mig, killed, stderr_words=()):
 
 def test(h):
     src = h.vmm(name="src", mem="1G",
-                append=kvtest.guest_cmdline(wss="768M", rate=32, hb=1000))
+                append=kvtest.guest_cmdline(wss="256M", rate=32, hb=1000))
     src.wait_ready()
     src.wait_verified()
 
     # 1. destination killed during pre-copy
-    dst = h.incoming("dst1")
+    dst = h.incoming("dst1", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "RAM", nth=2)
     mig = src.migrate_bg(px.uri)
@@ -73,7 +73,7 @@ def test(h):
     px.close()
 
     # 2. destination killed during stop-and-copy (the VM is paused)
-    dst = h.incoming("dst2")
+    dst = h.incoming("dst2", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "VCPU", nth=1)
     mig = src.migrate_bg(px.uri)
@@ -89,7 +89,7 @@ def test(h):
     px.close()
 
     # 3. the connection is cut in the middle of RAM
-    dst = h.incoming("dst3")
+    dst = h.incoming("dst3", src)
     px = FaultProxy(h, dst.port)
     cut = px.cut("src", "RAM", nth=100)
     mig = src.migrate_bg(px.uri)
@@ -101,7 +101,7 @@ def test(h):
     px.close()
 
     # 4. a corrupted page record
-    dst = h.incoming("dst4")
+    dst = h.incoming("dst4", src)
     px = FaultProxy(h, dst.port)
     flip = px.flip("src", "RAM", nth=50)
     mig = src.migrate_bg(px.uri)
@@ -112,7 +112,7 @@ def test(h):
     px.close()
 
     # 5. a corrupted state record
-    dst = h.incoming("dst5")
+    dst = h.incoming("dst5", src)
     px = FaultProxy(h, dst.port)
     flip = px.flip("src", "VCPU", nth=1)
     mig = src.migrate_bg(px.uri)
@@ -123,7 +123,7 @@ def test(h):
     px.close()
 
     # 6. destination killed after GO, no lock: indeterminate
-    dst = h.incoming("dst6")
+    dst = h.incoming("dst6", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "GO")
     mig = src.migrate_bg(px.uri)
@@ -150,7 +150,7 @@ def test(h):
     px.close()
 
     # 7. the source VMM dies during pre-copy
-    dst = h.incoming("dst7")
+    dst = h.incoming("dst7", src)
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "RAM", nth=2)
     mig = src.migrate_bg(px.uri)

@@ -16,7 +16,7 @@ from kvtest import check
 
 def test(h):
     src = h.vmm(name="src", mem="1G", append=kvtest.guest_cmdline(wss="256M", rate=32, hb=1000))
-    dst = h.incoming("dst")
+    dst = h.incoming("dst", src)
     src.wait_ready()
     src.wait_verified()
     px = FaultProxy(h, dst.port)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The VM lock file (--lock, on shared storage) as the switchover's arbiter.
-One VM (1 GiB, 768 MiB working set) guarded by a lock file:
+One VM (1 GiB, 256 MiB working set) guarded by a lock file:
 
   1. while it runs, another 'kvmove run --lock' on the same file refuses to
      start (the lock is held)
@@ -18,7 +18,7 @@ import kvtest
 from kvfault import FaultProxy
 from kvtest import check
 
-WSS = 768 << 20
+WSS = 256 << 20
 
 
 def lock_refuses(h, lock, who):
@@ -32,7 +32,7 @@ def lock_refuses(h, lock, who):
 
 def test(h):
     lock = os.path.join(h.tmpdir, "vm.lock")
-    src = h.vmm(name="src", mem="1G", append=kvtest.guest_cmdline(wss="768M", rate=32, hb=1000),
+    src = h.vmm(name="src", mem="1G", append=kvtest.guest_cmdline(wss="256M", rate=32, hb=1000),
                 extra=["--lock", lock])
     src.wait_ready()
     src.wait_verified()
@@ -41,7 +41,7 @@ def test(h):
     lock_refuses(h, lock, "the running source")
 
     # 2. a destination without --lock cannot take a locked VM
-    nolock = h.incoming("nolock")
+    nolock = h.incoming("nolock", src)
     run = src.migrate(nolock.uri)
     run.expect(3, "failed", "preflight")
     fails = run.stat("x-preflight", "failures", default=[])
@@ -51,7 +51,7 @@ def test(h):
     h.log("destination without --lock: %s" % fails)
 
     # 3. destination killed after READY, before it got GO
-    dst = h.incoming("dst-killed", extra=["--lock", lock])
+    dst = h.incoming("dst-killed", src, extra=["--lock", lock])
     px = FaultProxy(h, dst.port)
     hold = px.stall("src", "GO")
     mig = src.migrate_bg(px.uri)
@@ -75,7 +75,7 @@ def test(h):
     px.close()
 
     # 4. the lock moves with the VM
-    dst = h.incoming("dst", extra=["--lock", lock])
+    dst = h.incoming("dst", src, extra=["--lock", lock])
     run = src.migrate(dst.uri)
     kvtest.check_migrated(src, dst, run, wss=WSS)
     lock_refuses(h, lock, "the destination")

@@ -26,7 +26,7 @@ GUEST = kvtest.guest_cmdline(wss="8M", rate=256, hb=1000)
 
 def test(h):
     a = h.vmm(name="a", mem="512M", append=GUEST)
-    b = h.incoming("b")
+    b = h.incoming("b", a)
     a.wait_ready()
     a.wait_verified()
     bw = str(kvtest.link_slower_than_guest(a, b.uri))
@@ -50,7 +50,7 @@ def test(h):
     kvtest.check_serial(a)
 
     # ---- force: switch over anyway at max-rounds ----
-    c = h.incoming("c")
+    c = h.incoming("c", a)
     run = a.migrate(c.uri, "--bandwidth", bw, "--max-rounds", "3", "--policy", "force")
     kvtest.check_migrated(a, c, run, wss=WSS)
     check(run.stat("ram", "dirty-sync-count") >= 3, "force switched over after %r rounds"
@@ -61,7 +61,7 @@ def test(h):
 
     # ---- auto-converge: throttle until it fits ----
     d = h.vmm(name="d", mem="512M", append=GUEST)
-    e = h.incoming("e")
+    e = h.incoming("e", d)
     d.wait_ready()
     d.wait_verified()
     run = d.migrate(e.uri, "--bandwidth", bw, "--policy", "auto-converge")

@@ -16,7 +16,7 @@ import json
 import kvtest
 from kvtest import check
 
-WSS = 768 << 20
+WSS = 256 << 20
 
 
 def refused(h, src, run, dst):
@@ -36,7 +36,7 @@ def refused(h, src, run, dst):
 
 
 def test(h):
-    src = h.vmm(name="src", mem="1G", append=kvtest.guest_cmdline(wss="768M", rate=32, hb=1000))
+    src = h.vmm(name="src", mem="1G", append=kvtest.guest_cmdline(wss="256M", rate=32, hb=1000))
     src.wait_ready()
     src.wait_verified()
 
@@ -50,14 +50,14 @@ def test(h):
           "human mode, unreachable: exit %d, stderr %r" % (r.returncode, r.stderr))
 
     # check-only against a destination that is too small
-    small = h.incoming("small1", extra=["--max-mem", "512M"])
+    small = h.incoming("small1", src, extra=["--max-mem", "512M"])
     run = src.migrate(small.uri, "--check-only")
     check(run.stat("x-check-only") is True, "x-check-only: %r" % run.result)
     fails = refused(h, src, run, small)
     h.log("check-only refused: %s" % json.dumps(fails))
 
     # a real migration to a destination that is too small (human output)
-    small = h.incoming("small2", extra=["--max-mem", "512M"])
+    small = h.incoming("small2", src, extra=["--max-mem", "512M"])
     r = src.cli("migrate", "--to", small.uri)
     check(r.returncode == 3, "refused migration, human mode: exit %d" % r.returncode)
     check("refused the VM at preflight" in r.stderr and "[memory]" in r.stderr,
@@ -71,7 +71,7 @@ def test(h):
     kvtest.check_serial(src)
 
     # check-only against a good destination, then the real thing
-    dst = h.incoming("dst")
+    dst = h.incoming("dst", src)
     r = src.cli("migrate", "--to", dst.uri, "--check-only")
     check(r.returncode == 0 and "preflight passed" in r.stdout,
           "check-only against a good destination: exit %d, stdout %r, stderr %r"

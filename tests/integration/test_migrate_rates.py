@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """Live migration over loopback at guest dirty rates of 0, 32 and 128 MiB/s
-(1 GiB guests, 768 MiB working set): each completes, the source VMM exits 0,
+(1 GiB guests, 512 MiB working set): each completes, the source VMM exits 0,
 the guest verifies all of its memory on the destination, its heartbeats
 continue with consecutive sequence numbers across the switchover, and the
 stats are sane.  The measured numbers go to the log (no timing assertions)."""
 import kvtest
 from kvtest import check
 
-WSS = 768 << 20
+WSS = 512 << 20
 
 
 def one(h, rate):
     src = h.vmm(name="src%d" % rate, mem="1G",
-                append=kvtest.guest_cmdline(wss="768M", rate=rate, hb=1000))
-    dst = h.incoming("dst%d" % rate)
+                append=kvtest.guest_cmdline(wss="512M", rate=rate, hb=1000))
+    dst = h.incoming("dst%d" % rate, src)
     src.wait_ready()
     src.wait_verified()
     run = src.migrate(dst.uri)
@@ -31,7 +31,7 @@ def one(h, rate):
 
 def test(h):
     results = [(rate, one(h, rate)) for rate in (0, 32, 128)]
-    h.log("summary (1 GiB guest, wss 768 MiB, loopback, no bandwidth limit):")
+    h.log("summary (1 GiB guest, wss 512 MiB, loopback, no bandwidth limit):")
     for rate, (run, gap) in results:
         r = run.result
         h.log("  dirty %3d MiB/s: total %5d ms, downtime %4d ms (heartbeat gap %4.0f ms), "

@@ -7,13 +7,13 @@ memory on the new host, heartbeats stay consecutive across both switches
 import kvtest
 from kvtest import check
 
-WSS = 768 << 20
+WSS = 256 << 20
 
 
 def test(h):
     a = h.vmm(name="a", mem="1G", cpus=2,
-              append=kvtest.guest_cmdline(wss="768M", rate=32, hb=1000, cpus=2))
-    b = h.incoming("b")
+              append=kvtest.guest_cmdline(wss="256M", rate=32, hb=1000, cpus=2))
+    b = h.incoming("b", a)
     a.wait_ready()
     a.console.wait_for(r"^CPUS 2$", timeout=60, what="CPUS 2")
     a.wait_verified(cpus=2)
@@ -22,7 +22,7 @@ def test(h):
     kvtest.check_migrated(a, b, run1, cpus=2, wss=WSS)
     h.log("A -> B: %s" % run1.summary())
 
-    a2 = h.incoming("a2")      # A's side again, a fresh VMM listening
+    a2 = h.incoming("a2", b)      # A's side again, a fresh VMM listening
     run2 = b.migrate(a2.uri)
     kvtest.check_migrated(b, a2, run2, cpus=2, wss=WSS)
     h.log("B -> A: %s" % run2.summary())

@@ -106,7 +106,8 @@ def test(h):
     h.log("before: the VM network switch has %s on %s" % (MAC, fdb_port(cluster, prefix)))
 
     port = kvtest.free_port()
-    dst = h.vmm(name="dst", netns=prefix + "-h2", incoming="tcp:10.20.0.2:%d" % port)
+    dst = h.vmm(name="dst", netns=prefix + "-h2", incoming="tcp:10.20.0.2:%d" % port,
+                expect=src.vm_name, extra=["--allow-disk", disk, "--allow-tap", "vmtap0"])
     dst.console.alive = dst._dead_reason
     deadline = time.time() + kvtest.scaled(30)
     while "waiting for a migration" not in dst.stderr():

@@ -48,7 +48,7 @@ def check_postcopy(h, run, dst, events):
 
 def test(h):
     a = h.vmm(name="a", mem="512M", append=GUEST)
-    b = h.incoming("b")
+    b = h.incoming("b", a)
     a.wait_ready()
     a.wait_verified()
     bw = kvtest.link_slower_than_guest(a, b.uri)
@@ -63,7 +63,7 @@ def test(h):
     ev.close()
 
     # ---- hybrid: three pre-copy rounds, then post-copy ----
-    c = h.incoming("c")
+    c = h.incoming("c", b)
     ev = c.qmp()
     run = b.migrate(c.uri, "--bandwidth", str(bw), "--postcopy-after", "3")
     kvtest.check_migrated(b, c, run, wss=WSS)
@@ -73,7 +73,7 @@ def test(h):
     ev.close()
 
     # ---- auto: the prediction chooses ----
-    d = h.incoming("d")
+    d = h.incoming("d", c)
     run = c.migrate(d.uri, "--bandwidth", str(bw), "--policy", "auto")
     kvtest.check_migrated(c, d, run, wss=WSS)
     pred = run.stat("x-prediction")

@@ -62,7 +62,7 @@ def start_vm(h, name):
 def test(h):
     # ---- cut, then resume ----
     a = start_vm(h, "a")
-    b = h.incoming("b")
+    b = h.incoming("b", a)
     bw = kvtest.link_slower_than_guest(a, b.uri)
     px = FaultProxy(h, b.port)
     px.cut("dst", "PAGE_REQ", nth=3)
@@ -106,7 +106,7 @@ def test(h):
 
     # ---- the destination dies in post-copy ----
     c = start_vm(h, "c")
-    d = h.incoming("d")
+    d = h.incoming("d", c)
     mp = c.migrate_bg(d.uri, "--bandwidth", str(bw), "--policy", "postcopy")
     wait_status(d, "postcopy-active")
     kvtest.time.sleep(0.5)
@@ -129,7 +129,7 @@ def test(h):
 
     # ---- the source dies in post-copy ----
     e = start_vm(h, "e")
-    f = h.incoming("f")
+    f = h.incoming("f", e)
     mp = e.migrate_bg(f.uri, "--bandwidth", str(bw), "--policy", "postcopy")
     wait_status(f, "postcopy-active")
     e.proc.kill()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quick migration: 'kvmove save' pauses the VM and writes it to a file (the
 source VMM exits 0), 'kvmove run --restore' in another process resumes it.
-For two RAM sizes (512 MiB with a 384 MiB working set, 2 GiB with 1536 MiB):
+For two RAM sizes (512 MiB with a 256 MiB working set, 1.5 GiB with 768 MiB):
 the restored guest verifies all of its memory, its heartbeats continue with
 consecutive sequence numbers (the 512 MiB VM is guarded by a lock file,
 which the restored VMM holds afterwards), and the downtime is logged: the save's (pause
@@ -43,7 +43,7 @@ def one(h, mem, wss, lock=False):
     src_hbs = kvtest.heartbeats(src.console)
     time_last_src = src_hbs[-1][0]
 
-    dst = h.restore("dst-" + tag, path, extra=extra)
+    dst = h.restore("dst-" + tag, path, extra=extra, expect=src.vm_name)
     dst.wait_verified(start=0)
     _, t_first, _, _ = kvtest.wait_hb(dst.console, min_seq=0, timeout=120)
     seqs = kvtest.check_serial(src, dst)
@@ -53,6 +53,12 @@ def one(h, mem, wss, lock=False):
         lock_held(h, extra[1])     # the restored VMM took it
     info = dst.cmd("query-vm")
     check(info.get("mem") == kvtest_size(mem), "restored VM: %r" % info)
+    # the image was consumed: restoring it again would run the VM a second
+    # time, against the disks the first run changed
+    check(not os.path.exists(path), "%s still exists after the VM was restored" % path)
+    r = h.run([h.kvmove, "run", "--restore", path, "--console", "none"], timeout=60)
+    check(r.returncode == 1 and "No such file" in r.stderr,
+          "a second restore of the same image: exit %d, %r" % (r.returncode, r.stderr))
     felt = (t_first - time_last_src) * 1000
     h.log("quick migration %s (wss %s): save downtime %d ms, file %.1f MiB, heartbeat gap "
           "across save + restore %.0f ms; restore: %s"
@@ -68,9 +74,9 @@ def kvtest_size(s):
 
 
 def test(h):
-    small = one(h, "512M", "384M", lock=True)
-    big = one(h, "2G", "1536M")
-    h.log("downtime by RAM size: 512 MiB: save %d ms, felt %.0f ms; 2 GiB: save %d ms, "
+    small = one(h, "512M", "256M", lock=True)
+    big = one(h, "1536M", "768M")
+    h.log("downtime by RAM size: 512 MiB: save %d ms, felt %.0f ms; 1.5 GiB: save %d ms, "
           "felt %.0f ms (%s)" % (small[0], small[1], big[0], big[1],
                                  "grows with RAM" if big[1] > small[1] else
                                  "did NOT grow with RAM this time"))

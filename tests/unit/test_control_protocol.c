@@ -192,11 +192,11 @@ static int h_nothing(void *opaque, json_t *args, json_t **ret, struct kv_err *er
 }
 
 static const struct ctl_cmd fake_cmds[] = {
-	{ "echo", h_echo, "return the arguments" },
-	{ "fail", h_fail, "fail" },
-	{ "fail-silent", h_fail_silent, "fail without a message" },
-	{ "bad-utf8", h_bad_utf8, "fail with invalid UTF-8" },
-	{ "nothing", h_nothing, "return {}" },
+	{ "echo", h_echo, "return the arguments", NULL },
+	{ "fail", h_fail, "fail", NULL },
+	{ "fail-silent", h_fail_silent, "fail without a message", NULL },
+	{ "bad-utf8", h_bad_utf8, "fail with invalid UTF-8", NULL },
+	{ "nothing", h_nothing, "return {}", NULL },
 };
 
 /* Dispatch text and return the parsed reply (asserts it is one line). */
@@ -449,8 +449,8 @@ static void test_format(void **state)
 	char *s = ctl_fmt_greeting();
 	json_t *data;
 
-	assert_string_equal(s, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 1, "
-			    "\"major\": 0}, \"package\": \"kvmove\"}, \"capabilities\": []}}\n");
+	assert_string_equal(s, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, "
+			    "\"major\": 0}, \"package\": \"kvmove 0.2.0\"}, \"capabilities\": []}}\n");
 	free(s);
 	data = json_pack("{s:b,s:s}", "guest", 0, "reason", "host-qmp-quit");
 	s = ctl_fmt_event("SHUTDOWN", data, 1700000000, 123456);

@@ -73,9 +73,9 @@ static int h_slow(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
 }
 
 static const struct ctl_cmd sock_cmds[] = {
-	{ "emit-stop", h_emit, "emit a STOP event" },
-	{ "count", h_count, "count calls" },
-	{ "slow", h_slow, "take 200 ms" },
+	{ "emit-stop", h_emit, "emit a STOP event", NULL },
+	{ "count", h_count, "count calls", NULL },
+	{ "slow", h_slow, "take 200 ms", NULL },
 };
 
 static int setup_server(void **state)
@@ -439,7 +439,7 @@ static void test_socket_paths(void **state)
 
 	/* reserved names refused */
 	{
-		static const struct ctl_cmd bad_cmds[] = { { "query-commands", h_nothing, "" } };
+		static const struct ctl_cmd bad_cmds[] = { { "query-commands", h_nothing, "", NULL } };
 
 		assert_int_equal(ctl_server_create(&s1, path, bad_cmds, 1, NULL, &err), -EINVAL);
 	}

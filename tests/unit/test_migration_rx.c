@@ -298,6 +298,15 @@ static void test_config_hostile(void **state)
 	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s,s:s}]", "name", "net0", "type", "virtio-net", "tap", "t0", "mac", "01:00:5e:00:00:01")); expect_cfg_bad(j, "multicast MAC");
 	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s,s:s}]", "name", "net0", "type", "virtio-net", "tap", "t0", "mac", "52:54:00:zz:00:01")); expect_cfg_bad(j, "malformed MAC");
 	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s}]", "name", "net0", "type", "virtio-net", "tap", "a-tap-name-far-too-long")); expect_cfg_bad(j, "TAP name too long");
+	/* strict: what the destination does not understand, it does not take */
+	j = good_config(); json_object_set_new(j, "bios", json_string("x")); expect_cfg_bad(j, "unknown key");
+	j = good_config(); json_object_set_new(j, "name", json_string("../../etc/x")); expect_cfg_bad(j, "name with slashes");
+	j = good_config(); json_object_set_new(j, "name", json_string(".web1")); expect_cfg_bad(j, "hidden-file name");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s},{s:s,s:s}]", "name", "serial0", "type", "uart8250", "name", "serial0", "type", "uart8250")); expect_cfg_bad(j, "the same device twice");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s}]", "name", "serial0", "type", "uart8250", "shell", "x")); expect_cfg_bad(j, "unknown device key");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s}]", "name", "blk0", "type", "virtio-blk")); expect_cfg_bad(j, "a disk without a path");
+	j = good_config(); json_object_set_new(j, "devices", json_pack("[{s:s,s:s,s:s}]", "name", "serial0", "type", "uart8250", "path", "/etc/shadow")); expect_cfg_bad(j, "a path on a UART");
+	j = good_config(); json_object_set_new(j, "cpuid", json_pack("[[i,i,i,i,i,i,i],[i,i,i,i,i,i,i]]", 0, 0, 0, 0xd, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1)); expect_cfg_bad(j, "the same CPUID leaf twice");
 }
 
 static void test_preflight(void **state)
@@ -306,8 +315,11 @@ static void test_preflight(void **state)
 	struct kv_err err;
 	json_t *j = good_config(), *f;
 	struct kvm_cpuid2 *host_cpuid = calloc(1, sizeof(*host_cpuid) + 2 * sizeof(host_cpuid->entries[0]));
+	/* the destination allows this disk path and this TAP; neither exists */
+	struct mig_allow allow = { .disks = { "/nonexistent/disk.img" }, .ndisks = 1,
+				   .taps = { "kvnotap0" }, .ntaps = 1 };
 	struct mig_host host = { .max_mem = 1ULL << 30, .avail_mem = 8ULL << 30, .max_vcpus = 4,
-				 .has_lock = true, .supported = host_cpuid };
+				 .has_lock = false, .supported = host_cpuid, .allow = &allow };
 
 	host_cpuid->nent = 2;
 	host_cpuid->entries[0] = (struct kvm_cpuid_entry2){ .function = 0, .eax = 0xd,
@@ -345,6 +357,22 @@ static void test_preflight(void **state)
 	{
 		const char *want[] = { "cpu-vendor", "cpu-features", "memory", "vcpus", "device",
 				       "disk", "network", "lock" };
+		assert_int_equal(json_array_size(f), 8);
+		for (size_t i = 0; i < 8; i++)
+			assert_string_equal(json_string_value(json_object_get(json_array_get(f, i), "id")),
+					    want[i]);
+	}
+	json_decref(f);
+
+	/* what this destination does not allow is refused as such, and never
+	 * opened; a destination with a lock takes no VM without one */
+	host.allow = NULL;
+	cfg.uses_lock = false;
+	host.has_lock = true;
+	f = mig_preflight(&cfg, &host);
+	{
+		const char *want[] = { "cpu-vendor", "cpu-features", "memory", "vcpus", "device",
+				       "disk-not-allowed", "network-not-allowed", "lock" };
 		assert_int_equal(json_array_size(f), 8);
 		for (size_t i = 0; i < 8; i++)
 			assert_string_equal(json_string_value(json_object_get(json_array_get(f, i), "id")),

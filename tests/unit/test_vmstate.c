@@ -28,12 +28,13 @@ static int sample_validate(const void *st, struct kv_err *err)
 	return s->limit > 10 ? kv_errf(err, ERANGE, "limit %u > 10", s->limit) : 0;
 }
 
+/* a and d were there from version 1; b, c and limit came with version 2 */
 static const struct vmstate_field sample_fields[] = {
 	VMS_FIELD(struct sample, a, 1),
-	VMS_FIELD(struct sample, b, 1),
-	VMS_ARRAY(struct sample, c, 1),
+	VMS_FIELD(struct sample, b, 2),
+	VMS_ARRAY(struct sample, c, 2),
 	VMS_FIELD(struct sample, d, 1),
-	VMS_FIELD(struct sample, limit, 1),
+	VMS_FIELD(struct sample, limit, 2),
 };
 static const struct vmstate_desc sample_desc =
 	VMS_DESC("sample", struct sample, 2, sample_fields, sample_validate);
@@ -150,6 +151,29 @@ static void test_older_stream(void **state)
 	assert_int_equal(s.b, orig.b);
 }
 
+/* A stream of our version that lacks a field of that version was damaged
+ * or forged (a vCPU without its sregs would resume from reset values). */
+static void test_missing_field(void **state)
+{
+	static const struct vmstate_field v2_without_b[] = {
+		VMS_FIELD(struct sample, a, 1),
+		VMS_ARRAY(struct sample, c, 2),
+		VMS_FIELD(struct sample, d, 1),
+		VMS_FIELD(struct sample, limit, 2),
+	};
+	static const struct vmstate_desc forged =
+		VMS_DESC("sample", struct sample, 2, v2_without_b, NULL);
+	uint8_t buf[256];
+	size_t len;
+	struct sample s = orig;
+	struct kv_err err;
+
+	assert_int_equal(vmstate_save(&forged, &orig, buf, sizeof(buf), &len, &err), 0);
+	assert_int_equal(vmstate_load(&sample_desc, &s, buf, len, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "field b is missing"));
+	assert_memory_equal(&s, &orig, sizeof(s));
+}
+
 static void test_uart_state(void **state)
 {
 	const struct vmstate_desc *d = uart8250_ops.state;
@@ -180,6 +204,7 @@ int main(void)
 		cmocka_unit_test(test_truncation_every_offset),
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_older_stream),
+		cmocka_unit_test(test_missing_field),
 		cmocka_unit_test(test_uart_state),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
