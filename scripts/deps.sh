@@ -8,6 +8,7 @@ PKGS=(
   gcc make cmake ninja-build pkg-config
   # libraries
   libjansson-dev libxxhash-dev libzstd-dev liblz4-dev libcmocka-dev
+  libseccomp-dev libcap-ng-dev   # the incoming VMM's sandbox
   # tests: the peer VMM, and tools the integration tests use
   qemu-system-x86 python3 iproute2 procps iputils-ping
   # Linux guests (guest/linux/, docs/linux-guests.md): Debian's kernel (in a
