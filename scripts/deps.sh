@@ -8,6 +8,8 @@ PKGS=(
   gcc make cmake ninja-build pkg-config
   # libraries
   libjansson-dev libxxhash-dev libzstd-dev liblz4-dev libcmocka-dev
+  libgnutls28-dev  # TLS channels (src/state/channel_tls.c)
+  gnutls-bin       # certtool: making x509 credentials (docs/TLS.md)
   libseccomp-dev libcap-ng-dev   # the incoming VMM's sandbox
   # tests: the peer VMM, and tools the integration tests use
   qemu-system-x86 python3 iproute2 procps iputils-ping

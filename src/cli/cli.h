@@ -30,4 +30,7 @@ int cmd_migrate(int argc, char **argv);
 /* kvmove save --control SOCKET FILE: quick migration, step 1. */
 int cmd_save(int argc, char **argv);
 
+/* kvmove keygen [--identity NAME] [--force] FILE: a new TLS pre-shared key. */
+int cmd_keygen(int argc, char **argv);
+
 #endif

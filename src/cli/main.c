@@ -18,6 +18,7 @@ static void usage(FILE *f)
 	      "  stop     shut a VM down and end its VMM\n"
 	      "  migrate  live-migrate a VM to a destination VMM (kvmove run --incoming)\n"
 	      "  save     save a VM to a file and stop it (kvmove run --restore FILE)\n"
+	      "  keygen   write a new pre-shared key file for TLS between hosts\n"
 	      "\n"
 	      "Every verb takes --help.  Exit status: 0 ok, 1 failed, 2 usage error,\n"
 	      "5 the VMM's control socket could not be reached; migrate and save add\n"
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
 		return cmd_migrate(argc - 1, argv + 1);
 	if (!strcmp(verb, "save"))
 		return cmd_save(argc - 1, argv + 1);
+	if (!strcmp(verb, "keygen"))
+		return cmd_keygen(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove: unknown verb '%s'\n\n", verb);
 	usage(stderr);
 	return KV_EXIT_USAGE;

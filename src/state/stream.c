@@ -1,4 +1,6 @@
 #include "state/stream.h"
+#include "state/channel.h"
+#include "state/channel_tls.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -32,10 +34,12 @@ static int sticky(struct stream_error *e, struct kv_err *err)
 	return e->code ? kv_errf(err, e->code, "%s", e->msg) : 0;
 }
 
-int stream_init(struct stream *s, int fd, size_t max_record, struct kv_err *err)
+int stream_init_channel(struct stream *s, struct channel *ch, size_t max_record,
+			struct kv_err *err)
 {
 	memset(s, 0, sizeof(*s));
-	s->fd = fd;
+	s->ch = ch;
+	s->fd = channel_fd(ch);
 	s->timeout_ms = -1;
 	s->max_record = max_record;
 	s->wcap = WBUF_SIZE;
@@ -51,6 +55,34 @@ int stream_init(struct stream *s, int fd, size_t max_record, struct kv_err *err)
 	return 0;
 }
 
+int stream_init(struct stream *s, int fd, size_t max_record, struct kv_err *err)
+{
+	struct channel *ch;
+	int r = channel_fd_new(&ch, fd, err);
+
+	if (r)
+		return r;
+	if ((r = stream_init_channel(s, ch, max_record, err))) {
+		channel_close(ch);
+		return r;
+	}
+	s->own_ch = true;
+	return 0;
+}
+
+int stream_adopt_channel(struct stream *s, struct channel *ch, size_t max_record,
+			 struct kv_err *err)
+{
+	int r = stream_init_channel(s, ch, max_record, err);
+
+	if (r) {
+		channel_close(ch);
+		return r;
+	}
+	s->own_ch = true;
+	return 0;
+}
+
 void stream_destroy(struct stream *s)
 {
 	free(s->wbuf);
@@ -59,8 +91,37 @@ void stream_destroy(struct stream *s)
 		XXH3_freeState(s->hash);
 	if (s->rhash)
 		XXH3_freeState(s->rhash);
+	if (s->own_ch)
+		channel_close(s->ch);
 	s->wbuf = s->rbuf = NULL;
 	s->hash = s->rhash = NULL;
+	s->ch = NULL;
+	s->own_ch = false;
+}
+
+struct channel *stream_channel(const struct stream *s)
+{
+	return s->ch;
+}
+
+int stream_fd(const struct stream *s)
+{
+	return s->ch ? channel_fd(s->ch) : -1;
+}
+
+size_t stream_pending(const struct stream *s)
+{
+	return s->ch ? channel_pending(s->ch) : 0;
+}
+
+int stream_wait(struct stream *s, short events, int timeout_ms, struct kv_err *err)
+{
+	return channel_wait(s->ch, events, timeout_ms, err);
+}
+
+int stream_shutdown(struct stream *s, int how, struct kv_err *err)
+{
+	return channel_shutdown(s->ch, how, err);
 }
 
 void stream_set_rate(struct stream *s, uint64_t bytes_per_sec)
@@ -70,16 +131,13 @@ void stream_set_rate(struct stream *s, uint64_t bytes_per_sec)
 	clock_gettime(CLOCK_MONOTONIC, &s->rate_t0);
 }
 
-static int wait_fd(struct stream *s, short ev, struct stream_error *e, struct kv_err *err)
+static int wait_ch(struct stream *s, short ev, struct stream_error *e, struct kv_err *err)
 {
-	struct pollfd p = { .fd = s->fd, .events = ev };
-	int r;
+	struct kv_err why;
+	int r = channel_wait(s->ch, ev, s->timeout_ms, &why);
 
-	do
-		r = poll(&p, 1, s->timeout_ms);
-	while (r < 0 && errno == EINTR);
 	if (r < 0)
-		return fail(e, err, errno, "poll: %s", strerror(errno));
+		return fail(e, err, r, "%s", why.msg);
 	if (r == 0)
 		return fail(e, err, ETIMEDOUT, "peer silent for %d ms", s->timeout_ms);
 	return 0;
@@ -107,27 +165,48 @@ static void pace(struct stream *s, size_t n)
 
 static int write_all(struct stream *s, const uint8_t *p, size_t n, struct kv_err *err)
 {
+	struct kv_err why;
+
 	while (n) {
 		/* Write in slices so pacing is smooth under a rate limit. */
 		size_t chunk = s->rate_bps ? (n < 65536 ? n : 65536) : n;
-		ssize_t w = write(s->fd, p, chunk);
-		if (w < 0 && (errno == EINTR))
-			continue;
-		if (w < 0 && errno == EAGAIN) {
-			int r = wait_fd(s, POLLOUT, &s->werr, err);
+		struct iovec v = { (void *)p, chunk };
+		ssize_t w = channel_writev(s->ch, &v, 1, 0, &why);
+
+		if (w == -EAGAIN) {
+			int r = wait_ch(s, POLLOUT, &s->werr, err);
 			if (r)
 				return r;
 			continue;
 		}
-		if (w <= 0)
-			return fail(&s->werr, err, w < 0 ? errno : EPIPE, "write: %s",
-				    w < 0 ? strerror(errno) : "peer closed");
+		if (w < 0)
+			return fail(&s->werr, err, (int)w, "%s", why.msg);
+		if (w == 0)
+			return fail(&s->werr, err, EPIPE, "write: peer closed");
 		p += w;
 		n -= (size_t)w;
 		s->bytes_out += (uint64_t)w;
 		pace(s, (size_t)w);
 	}
 	return 0;
+}
+
+/* What the channel accepted but holds (a TLS record the socket had no room
+ * for) goes out before a flush returns: the peer may be waiting for it. */
+static int flush_channel(struct stream *s, struct kv_err *err)
+{
+	struct kv_err why;
+
+	for (;;) {
+		int r = channel_flush(s->ch, &why);
+
+		if (r == 0)
+			return 0;
+		if (r != -EAGAIN)
+			return fail(&s->werr, err, r, "%s", why.msg);
+		if ((r = wait_ch(s, POLLOUT, &s->werr, err)))
+			return r;
+	}
 }
 
 int stream_flush(struct stream *s, struct kv_err *err)
@@ -140,6 +219,8 @@ int stream_flush(struct stream *s, struct kv_err *err)
 	r = write_all(s, s->wbuf, s->wlen, err);
 	if (!r)
 		s->wlen = 0;
+	if (!r)
+		r = flush_channel(s, err);
 	return r;
 }
 
@@ -243,18 +324,17 @@ static int readv_exact(struct stream *s, struct iovec *iov, int cnt, size_t tota
 		cnt--;
 	}
 	while (cnt > 0) {
-		ssize_t r = readv(s->fd, iov, cnt);
+		struct kv_err why;
+		ssize_t r = channel_readv(s->ch, iov, cnt, &why);
 
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && errno == EAGAIN) {
-			int e = wait_fd(s, POLLIN, &s->rerr, err);
+		if (r == -EAGAIN) {
+			int e = wait_ch(s, POLLIN, &s->rerr, err);
 			if (e)
 				return e;
 			continue;
 		}
 		if (r < 0)
-			return fail(&s->rerr, err, errno, "read: %s", strerror(errno));
+			return fail(&s->rerr, err, (int)r, "%s", why.msg);
 		if (r == 0) {
 			if (eof_ok && got == 0)
 				return fail(&s->rerr, err, ECONNRESET, "end of stream");
@@ -293,8 +373,26 @@ int stream_read_head(struct stream *s, struct stream_rec *rec, struct kv_err *er
 
 	if (r)
 		return r;
-	if ((r = read_exact(s, hdr, sizeof(hdr), true, err)))
+	if ((r = read_exact(s, hdr, sizeof(hdr), true, err))) {
+		/* a TLS alert (7 bytes) and a close: say so, not "truncated" */
+		if (s->bytes_in && s->bytes_in < sizeof(hdr) &&
+		    tls_looks_like_record(hdr, (size_t)s->bytes_in)) {
+			s->rerr.code = 0;
+			return fail(&s->rerr, err, EPROTO, "the peer answered in TLS, but this "
+				    "side speaks plaintext: give both sides the same TLS "
+				    "credentials");
+		}
 		return r;
+	}
+	/* A TLS peer's first bytes are not a record: say what they are rather
+	 * than "unknown flags" (the first record is always HELLO). */
+	if (s->bytes_in == sizeof(hdr) && tls_looks_like_client_hello(hdr, sizeof(hdr)))
+		return fail(&s->rerr, err, EPROTO, "the peer wants TLS (it sent a TLS "
+			    "ClientHello), but this side speaks plaintext: give both sides "
+			    "the same TLS credentials");
+	if (s->bytes_in == sizeof(hdr) && tls_looks_like_record(hdr, sizeof(hdr)))
+		return fail(&s->rerr, err, EPROTO, "the peer answered in TLS, but this side "
+			    "speaks plaintext: give both sides the same TLS credentials");
 	rec->type = st_get16(hdr);
 	rec->flags = st_get16(hdr + 2);
 	rec->len = st_get32(hdr + 4);

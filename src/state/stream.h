@@ -1,6 +1,6 @@
 /*
- * stream.h - the migration stream's record framing, over any fd (a TCP
- * socket for live migration, a file for quick migration).
+ * stream.h - the migration stream's record framing, over a channel
+ * (channel.h: a TCP socket, TLS, a file for quick migration, memory).
  *
  * A record on the wire (all little-endian; docs/FORMAT.md):
  *   u16 type | u16 flags | u32 length | length bytes of payload | u64 check
@@ -11,6 +11,12 @@
  *
  * Writes are buffered; records may be built in pieces (begin / append / end)
  * so RAM pages go from guest memory into the buffer with one copy.
+ *
+ * The stream owns framing, checksums, buffering, pacing, timeouts and
+ * sticky errors; it does its I/O only through its channel.  Reads are not
+ * buffered ahead (a record is read straight where it belongs), so the
+ * only bytes a poll(2) on the fd cannot see are the channel's own
+ * (decrypted TLS data): stream_pending(), stream_wait().
  */
 #ifndef KVMOVE_STATE_STREAM_H
 #define KVMOVE_STATE_STREAM_H
@@ -23,13 +29,17 @@
 
 #include "common/err.h"
 
+struct channel;
+
 #define STREAM_HDR_SIZE 8
 #define STREAM_TRAILER_SIZE 8
 #define STREAM_F_MANDATORY 0x0001	/* a reader that does not know the type must fail */
 #define STREAM_KNOWN_FLAGS STREAM_F_MANDATORY
 
 struct stream {
-	int fd;
+	struct channel *ch;	/* all I/O goes through it */
+	bool own_ch;		/* made by stream_init(): closed by stream_destroy() */
+	int fd;			/* the channel's fd (-1 if none); prefer stream_fd() */
 	int timeout_ms;		/* per blocking wait; -1 = forever */
 	size_t max_record;	/* largest payload accepted or produced */
 
@@ -66,8 +76,36 @@ struct stream_rec {
 	const uint8_t *payload;	/* valid until the next stream_read() */
 };
 
+/* A stream over fd (an fd channel the stream makes and frees). */
 int stream_init(struct stream *s, int fd, size_t max_record, struct kv_err *err);
-void stream_destroy(struct stream *s);	/* does not close fd */
+/* A stream over the caller's channel: it stays the caller's (close it
+ * after stream_destroy()). */
+int stream_init_channel(struct stream *s, struct channel *ch, size_t max_record,
+			struct kv_err *err);
+/* The same, and the stream owns ch from now on (even on failure): it
+ * closes it in stream_destroy(). */
+int stream_adopt_channel(struct stream *s, struct channel *ch, size_t max_record,
+			 struct kv_err *err);
+void stream_destroy(struct stream *s);	/* does not close fd, nor a caller's channel */
+
+/*
+ * The channel and its fd, for what only a socket can do (setsockopt,
+ * shutdown(SHUT_RDWR) from another thread to wake blocked I/O).  Do not
+ * poll(2) the fd to ask "is a record coming?": TLS may hold decrypted
+ * bytes the fd will never announce; use stream_wait() (or poll only when
+ * stream_pending() is 0).  stream_fd() is -1 for a channel without one.
+ */
+struct channel *stream_channel(const struct stream *s);
+int stream_fd(const struct stream *s);
+size_t stream_pending(const struct stream *s);
+/* Wait until a read (POLLIN) or write (POLLOUT) can make progress: >0
+ * ready, 0 after timeout_ms (-1 = forever), <0 error.  Leaves the sticky
+ * errors alone. */
+int stream_wait(struct stream *s, short events, int timeout_ms, struct kv_err *err);
+/* channel_shutdown(): SHUT_RD may come from any thread (it ends a read in
+ * progress); SHUT_WR/SHUT_RDWR from the writing thread, after
+ * stream_flush() if what is buffered should go out. */
+int stream_shutdown(struct stream *s, int how, struct kv_err *err);
 
 /* Pace writes to at most bytes_per_sec (0 = no limit). */
 void stream_set_rate(struct stream *s, uint64_t bytes_per_sec);
