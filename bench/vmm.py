@@ -440,14 +440,17 @@ class VM:
 class Kvmove(VM):
     kind = "kvmove"
 
-    def __init__(self, workdir, name, kvmove, netns=None):
+    def __init__(self, workdir, name, kvmove, netns=None, tls=None):
+        """tls: None for plaintext (--insecure, as QEMU migrates by default),
+        or kvmove run's TLS options (["--tls-psk", FILE])."""
         super().__init__(workdir, name, netns)
         self.kvmove = kvmove
+        self.tls = list(tls) if tls else ["--insecure"]
 
     def boot(self, mem, kernel, append):
         self._start([self.kvmove, "run", "--name", "bench", "--mem", mem, "--cpus", "1",
                      "--kernel", kernel, "--append", append,
-                     "--console", self.console_path, "--control", self.qmp_path])
+                     "--console", self.console_path, "--control", self.qmp_path] + self.tls)
 
     def incoming(self, host, port, via=None, name="bench"):
         """A destination for the VM called name (--expect); via: the shared
@@ -455,7 +458,7 @@ class Kvmove(VM):
         self.uri = "tcp:%s:%d" % (host, port)
         self._start([self.kvmove, "run", "--incoming", self.uri, "--expect", name,
                      "--console", self.console_path, "--control", self.qmp_path]
-                    + (["--via", via] if via else []))
+                    + (["--via", via] if via else []) + self.tls)
         deadline = now() + 30
         while not ns_listening(self.netns, port):
             if not self.proc.alive() or now() > deadline:

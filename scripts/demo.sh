@@ -28,12 +28,16 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "host A: kvmove run --mem $MEM --kernel testguest.elf --append '$CMDLINE'"
+say "a pre-shared key for both hosts: kvmove keygen $dir/keys.psk"
+"$KVMOVE" keygen --identity demo "$dir/keys.psk"
+say "host A: kvmove run --mem $MEM --kernel testguest.elf --append '$CMDLINE' --tls-psk keys.psk"
 "$KVMOVE" run --name demo --mem "$MEM" --kernel "$GUEST" --append "$CMDLINE" \
+	--tls-psk "$dir/keys.psk" \
 	--lock "$dir/demo.lock" --console "$dir/a.console" --control "$dir/a.sock" 2>"$dir/a.err" &
 pids+=($!)
-say "host B: kvmove run --incoming tcp:127.0.0.1:$port --expect demo"
-"$KVMOVE" run --incoming "tcp:127.0.0.1:$port" --expect demo --lock "$dir/demo.lock" \
+say "host B: kvmove run --incoming tcp:127.0.0.1:$port --expect demo --tls-psk keys.psk"
+"$KVMOVE" run --incoming "tcp:127.0.0.1:$port" --expect demo --tls-psk "$dir/keys.psk" \
+	--lock "$dir/demo.lock" \
 	--console "$dir/b.console" --control "$dir/b.sock" 2>"$dir/b.err" &
 pids+=($!)
 

@@ -45,6 +45,17 @@ static void usage(FILE *f)
 	      "  --lock PATH          the VM's lock file on shared storage: only the\n"
 	      "                       process holding it may run the VM; migration\n"
 	      "                       hands it over (use the same file on both hosts)\n"
+	      "  --tls-psk FILE       migrate over TLS 1.3 with this pre-shared key file\n"
+	      "                       (QEMU's keys.psk format; 'kvmove keygen' makes one)\n"
+	      "  --tls-creds DIR      migrate over TLS 1.3 with x509 credentials in DIR\n"
+	      "                       (ca-cert.pem, server-cert.pem/-key.pem for taking\n"
+	      "                       VMs, client-cert.pem/-key.pem for sending them;\n"
+	      "                       docs/TLS.md); both ends authenticate\n"
+	      "  --tls-peer NAME      talk only to this peer: its PSK identity or its\n"
+	      "                       certificate's CN (a destination: the source it takes\n"
+	      "                       a VM from; a source: the destination it sends to)\n"
+	      "  --insecure           migrate in plaintext without authentication (for\n"
+	      "                       benchmarks; a destination needs one of these three)\n"
 	      "  --exit-after-migration\n"
 	      "                       end this VMM once its VM runs on a destination.\n"
 	      "                       By default it stays, the VM stopped (QMP status\n"
@@ -203,6 +214,10 @@ int cmd_run(int argc, char **argv)
 		{ "keep-image", no_argument, NULL, 'K' },
 		{ "no-sandbox", no_argument, NULL, 'U' },
 		{ "exit-after-migration", no_argument, NULL, 'Q' },
+		{ "tls-psk", required_argument, NULL, 'y' },
+		{ "tls-creds", required_argument, NULL, 'z' },
+		{ "tls-peer", required_argument, NULL, 'w' },
+		{ "insecure", no_argument, NULL, 'W' },
 		{ "disk", required_argument, NULL, 'D' },
 		{ "net", required_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
@@ -307,6 +322,10 @@ int cmd_run(int argc, char **argv)
 		case 'K': o.keep_image = true; break;
 		case 'U': o.no_sandbox = true; break;
 		case 'Q': o.exit_after_migration = true; break;
+		case 'y': o.tls_psk = optarg; break;
+		case 'z': o.tls_creds = optarg; break;
+		case 'w': o.tls_peer = optarg; break;
+		case 'W': o.insecure = true; break;
 		case 'h': usage(stdout); return KV_EXIT_OK;
 		default: usage(stderr); return KV_EXIT_USAGE;
 		}
@@ -325,6 +344,19 @@ int cmd_run(int argc, char **argv)
 			"starting with '.' or '-' (the name also names files)\n", o.name);
 		return KV_EXIT_USAGE;
 	}
+	if (!!o.tls_psk + !!o.tls_creds + o.insecure > 1) {
+		fprintf(stderr, "kvmove run: give one of --tls-psk, --tls-creds, --insecure\n");
+		return KV_EXIT_USAGE;
+	}
+	if (o.incoming && !o.tls_psk && !o.tls_creds && !o.insecure) {
+		fprintf(stderr, "kvmove run: --incoming needs credentials: --tls-psk FILE (make one "
+			"with 'kvmove keygen') or --tls-creds DIR (x509, docs/TLS.md); --insecure "
+			"takes any peer in plaintext (benchmarks only)\n");
+		return KV_EXIT_USAGE;
+	}
+	if (o.insecure)
+		fprintf(stderr, "kvmove run: WARNING: --insecure: migrations of this VMM are not "
+			"encrypted and its peer is not authenticated\n");
 	if (o.incoming && !o.allow.expect) {
 		fprintf(stderr, "kvmove run: --incoming needs --expect NAME: the VM this "
 			"destination takes (a destination never runs whatever VM connects)\n");

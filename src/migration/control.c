@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/vm.h"
+#include "migration/secure.h"
 #include "migration/source_internal.h"
 #include "migration/vmlock.h"
 
@@ -56,12 +57,16 @@ static void make_id(char out[33])
 }
 
 int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
-	      const struct mig_params *p, mig_event_fn ev, void *ev_opaque,
-	      struct kv_err *err)
+	      const struct mig_tls *tls, const struct mig_params *p, mig_event_fn ev,
+	      void *ev_opaque, struct kv_err *err)
 {
 	struct migration *m;
 	int r;
 
+	if (!strncmp(p->uri, "tcp:", 4) && !mig_tls_usable(tls))
+		return kv_errf(err, EPERM, "this VMM has no TLS credentials for a migration: start "
+			       "it with --tls-psk FILE or --tls-creds DIR (or --insecure, for "
+			       "benchmarks)");
 	/* a paused VM moves too, and stays paused there */
 	if (vm_get_state(vm) != VM_STATE_RUNNING && vm_get_state(vm) != VM_STATE_PAUSED)
 		return kv_errf(err, EINVAL, "the VM cannot be migrated: it is %s",
@@ -73,6 +78,7 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 	if (!m)
 		return kv_errf(err, ENOMEM, "migration");
 	m->vm = vm;
+	m->tls = tls;
 	m->lock = lock && lock->fd >= 0 ? lock : NULL;
 	m->p = *p;
 	m->ev = ev;

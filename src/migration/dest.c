@@ -31,6 +31,7 @@
 #include "migration/migration.h"
 #include "migration/postcopy.h"
 #include "migration/proto.h"
+#include "migration/secure.h"
 #include "migration/ram.h"
 #include "migration/vmlock.h"
 #include "state/stream.h"
@@ -568,8 +569,15 @@ int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 		}
 		__atomic_store_n(&in->conn_fd, fd, __ATOMIC_RELEASE);
 		mig_incoming_status(in, MIG_SETUP, NULL);
-		r = stream_init(&s, fd, MIG_MAX_RECORD, err);
-		if (!r) {
+		/* TLS (and the peer it must be) before a byte of the stream; a
+		 * stranger only ends its own connection */
+		r = mig_open_server(in->tls, fd, MIG_HANDSHAKE_TIMEOUT_MS, &s, err);
+		if (r) {
+			fprintf(stderr, "kvmove: refused a connection: %s; still waiting\n",
+				err->msg);
+			mig_incoming_status(in, MIG_NONE, err->msg);
+			r = 1;
+		} else {
 			s.timeout_ms = MIG_PEER_TIMEOUT_MS;
 			r = run_conn(in, &s, err);
 			stream_destroy(&s);

@@ -87,9 +87,12 @@ const char *mig_status_name(enum mig_status st);
 int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mig_params *p,
 			 struct kv_err *err);
 
+struct mig_tls;
+/* tls: the VMM's credentials (secure.h); a tcp: migration needs them, or
+ * the VMM's --insecure. */
 int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
-	      const struct mig_params *p, mig_event_fn ev, void *ev_opaque,
-	      struct kv_err *err);
+	      const struct mig_tls *tls, const struct mig_params *p, mig_event_fn ev,
+	      void *ev_opaque, struct kv_err *err);
 /* Ask it to stop; too late (-EBUSY) once GO was sent. */
 int mig_cancel(struct migration *m, struct kv_err *err);
 /* migrate-start-postcopy: switch at the end of the current round. */
@@ -126,6 +129,7 @@ struct mig_incoming {
 	bool keep_file;			/* do not remove it once the VM runs */
 	struct mig_host host;		/* what this host offers (preflight) */
 	struct vmlock *lock;		/* may be NULL */
+	const struct mig_tls *tls;	/* how sources must connect (secure.h) */
 	bool postcopy_ok;		/* offer post-copy (userfaultfd works here) */
 	mig_build_fn build;
 	void *opaque;

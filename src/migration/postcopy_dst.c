@@ -27,6 +27,7 @@
 #include "migration/migration.h"
 #include "migration/postcopy.h"
 #include "migration/proto.h"
+#include "migration/secure.h"
 #include "migration/ram.h"
 #include "state/stream.h"
 
@@ -410,14 +411,16 @@ static int wait_recovery(struct pc_dst *pc, struct stream *s, int *fd, struct kv
 		if (c < 0)
 			return c;
 		__atomic_store_n(&in->conn_fd, c, __ATOMIC_RELEASE);
-		r = stream_init(s, c, MIG_MAX_RECORD, &why);
-		if (!r && !(r = try_recover(pc, s, &why))) {
-			*fd = c;
-			return 0;
+		r = mig_open_server(in->tls, c, RECOVER_HELLO_MS, s, &why);
+		if (!r) {
+			if (!(r = try_recover(pc, s, &why))) {
+				*fd = c;
+				return 0;
+			}
+			stream_destroy(s);
 		}
 		fprintf(stderr, "kvmove: refused a connection during the paused post-copy: %s\n",
 			why.msg);
-		stream_destroy(s);
 		__atomic_store_n(&in->conn_fd, -1, __ATOMIC_RELEASE);
 		close(c);
 	}

@@ -20,6 +20,7 @@
 #include "core/vm.h"
 #include "migration/postcopy.h"
 #include "migration/proto.h"
+#include "migration/secure.h"
 #include "migration/source_internal.h"
 
 #define RQ_CAP 8192		/* requested pages waiting to be sent */
@@ -176,14 +177,14 @@ static void *rpath_main(void *arg)
 	struct kv_err err = { "" };
 
 	for (;;) {
-		struct pollfd p = { .fd = rp->s->fd, .events = POLLIN };
 		struct stream_rec rec;
 		json_t *j = NULL;
 		int r;
 
 		if (__atomic_load_n(&rp->stop, __ATOMIC_ACQUIRE))
 			return NULL;
-		if (poll(&p, 1, 200) <= 0)
+		/* not poll(2) on the fd: TLS may hold decrypted records */
+		if (stream_wait(rp->s, POLLIN, 200, NULL) <= 0)
 			continue;
 		r = stream_read(rp->s, &rec, &err);
 		if (!r && rec.type == MIG_REC_PAGE_REQ)
@@ -236,7 +237,7 @@ static int rpath_start(struct rpath *rp, struct migration *m, struct stream *s,
 static void rpath_stop(struct rpath *rp)
 {
 	__atomic_store_n(&rp->stop, true, __ATOMIC_RELEASE);
-	shutdown(rp->s->fd, SHUT_RD);	/* a read in progress ends */
+	stream_shutdown(rp->s, SHUT_RD, NULL);	/* a read in progress ends */
 	pthread_join(rp->thread, NULL);
 	json_decref(rp->stats);
 	pthread_mutex_destroy(&rp->mu);
@@ -311,7 +312,7 @@ static int push(struct migration *m, struct stream *s, struct kv_err *err)
 	 * takes at most PUSH_BATCH_MS at a capped rate, and requested pages
 	 * skip the cap.
 	 */
-	setsockopt(s->fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+	setsockopt(stream_fd(s), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 	if (m->p.bandwidth) {
 		uint64_t pages = m->p.bandwidth * PUSH_BATCH_MS / 1000 / MEM_PAGE_SIZE;
 		batch = pages < 1 ? 1 : pages < PUSH_BATCH ? (unsigned)pages : PUSH_BATCH;
@@ -319,7 +320,6 @@ static int push(struct migration *m, struct stream *s, struct kv_err *err)
 	stream_set_rate(s, m->p.bandwidth);
 	while (!r) {
 		unsigned n = take_urgent(&rp, m, urgent, &cursor), sent = 0;
-		struct pollfd p = { .fd = s->fd, .events = POLLOUT };
 
 		if (rpath_state(&rp, &done, err->msg, sizeof(err->msg))) {
 			r = -EPIPE;
@@ -334,7 +334,7 @@ static int push(struct migration *m, struct stream *s, struct kv_err *err)
 				r = stream_flush(s, err);
 			stream_set_rate(s, m->p.bandwidth);
 		} else if (!end_sent) {
-			if (poll(&p, 1, 1) <= 0)
+			if (stream_wait(s, POLLOUT, 1, NULL) <= 0)
 				continue;	/* the kernel has enough queued: look for requests */
 			if (m->hot)
 				r = ram_send_next(&m->rs, m->hot, &hot_cursor, batch, &sent, err);
@@ -419,8 +419,11 @@ static int reconnect(struct migration *m, const char *uri, struct kv_err *err)
 		close(m->fd);
 	m->fd = fd;
 	pthread_mutex_unlock(&m->mu);
-	if ((r = stream_init(&m->s, fd, MIG_MAX_RECORD, err)))
+	/* the same credentials as the first connection */
+	if ((r = mig_client_stream(m->tls, fd, uri, CONNECT_TIMEOUT_MS * 2, &m->s, err))) {
+		memset(&m->s, 0, sizeof(m->s));
 		return r;
+	}
 	m->s.timeout_ms = PEER_TIMEOUT_MS;
 	r = mig_send_json(&m->s, MIG_REC_HELLO,
 			  json_pack("{s:s, s:i, s:s, s:s, s:s, s:b, s:[]}", "protocol",

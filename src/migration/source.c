@@ -31,6 +31,7 @@
 #include "migration/migration.h"
 #include "migration/postcopy.h"
 #include "migration/proto.h"
+#include "migration/secure.h"
 #include "migration/ram.h"
 #include "migration/vmlock.h"
 #include "migration/source_internal.h"
@@ -473,8 +474,9 @@ int src_open_peer(struct migration *m, struct stream *ps, struct kv_err *err)
 	pthread_mutex_unlock(&m->mu);
 	if (src_is_cancelled(m))
 		shutdown(fd, SHUT_RDWR);
-	if ((r = stream_init(ps, fd, MIG_MAX_RECORD, err)))
-		return src_set_fail(m, "internal", err, r);
+	/* TLS unless this VMM runs --insecure (secure.c) */
+	if ((r = mig_client_stream(m->tls, fd, m->p.uri, CONNECT_TIMEOUT_MS * 2, ps, err)))
+		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "tls", err, r);
 	ps->timeout_ms = PEER_TIMEOUT_MS;
 	r = handshake(m, ps, err);
 	pthread_mutex_lock(&m->mu);

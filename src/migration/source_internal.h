@@ -25,6 +25,7 @@
 struct migration {
 	struct vm *vm;
 	struct vmlock *lock;
+	const struct mig_tls *tls;	/* the VMM's credentials (secure.h) */
 	struct mig_params p;
 	mig_event_fn ev;
 	void *ev_opaque;

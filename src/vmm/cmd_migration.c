@@ -71,7 +71,8 @@ int qmp_migrate(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
 		/* mig_start refuses a VM that cannot move (shut down) */
 		mig_destroy(vmm->mig);
 		vmm->mig = NULL;
-		r = mig_start(&vmm->mig, vmm->vm, vmm->lock, &p, on_mig_event, vmm, err);
+		r = mig_start(&vmm->mig, vmm->vm, vmm->lock, &vmm->tls, &p, on_mig_event, vmm,
+			      err);
 	}
 	pthread_mutex_unlock(&vmm->mig_lock);
 	return r;

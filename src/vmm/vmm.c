@@ -279,7 +279,9 @@ int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *
 	pthread_mutex_init(&vmm->mig_lock, NULL);
 
 	if ((r = setup_signals(vmm, err)) || (r = open_console(vmm, err)) ||
-	    (r = setup_lock(vmm, err)))
+	    (r = setup_lock(vmm, err)) ||
+	    (r = mig_tls_setup(&vmm->tls, opts->tls_psk, opts->tls_creds, opts->insecure,
+			       opts->tls_peer, err)))
 		goto fail;
 	if (opts->kernel) {
 		if ((r = build_vm(vmm, NULL, NULL, err)) || (r = load_kernel(vmm, err)))
@@ -410,8 +412,7 @@ static void incoming_finish(struct vmm *vmm)
 
 const char *vmm_tls_creds_name(struct vmm *vmm)
 {
-	(void)vmm;
-	return "";
+	return vmm->tls.kind;
 }
 
 int vmm_incoming_start(struct vmm *vmm, const char *uri, struct kv_err *err)
@@ -488,6 +489,7 @@ static int run_incoming(struct vmm *vmm)
 	j->in.file = vmm->opts.restore;
 	j->in.keep_file = vmm->opts.keep_image;
 	j->in.lock = vmm->lock;
+	j->in.tls = &vmm->tls;
 	j->in.build = build_vm;
 	j->in.opaque = vmm;
 	j->in.on_resumed = incoming_resumed;
@@ -682,6 +684,7 @@ void vmm_destroy(struct vmm *vmm)
 		close(vmm->defer_efd);
 	if (vmm->defer_listen_fd >= 0)
 		close(vmm->defer_listen_fd);
+	mig_tls_free(&vmm->tls);
 	pthread_mutex_destroy(&vmm->mig_lock);
 	free(vmm);
 }

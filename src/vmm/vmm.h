@@ -17,6 +17,7 @@
 #include "devices/device.h"
 #include "migration/allow.h"
 #include "migration/migration.h"
+#include "migration/secure.h"
 
 #define VMM_MAX_USER_DEVICES 16
 
@@ -45,6 +46,10 @@ struct vmm_options {
 	bool keep_image;	/* --restore: leave the file (default: removed once run) */
 	bool no_sandbox;	/* --no-sandbox: incoming/restore without seccomp */
 	bool exit_after_migration;	/* exit once migrated (default: postmigrate) */
+	const char *tls_psk;	/* --tls-psk FILE */
+	const char *tls_creds;	/* --tls-creds DIR (x509) */
+	const char *tls_peer;	/* --tls-peer NAME: the only peer it talks to */
+	bool insecure;		/* --insecure: plaintext migrations */
 	unsigned ndevs;		/* --disk / --net, in command-line order */
 	struct dev_spec devs[VMM_MAX_USER_DEVICES];
 };
@@ -65,6 +70,7 @@ struct vmm {
 	struct migration *mig;	/* the last outgoing migration */
 	struct incoming_job *inc;	/* the incoming migration (or restore) */
 	struct mig_settings settings;	/* migrate-set-capabilities/-parameters (mig_lock) */
+	struct mig_tls tls;		/* its migration credentials (secure.h) */
 	int defer_efd;			/* --incoming defer: migrate-incoming came */
 	char defer_uri[256];
 	int defer_listen_fd;		/* migrate-incoming's socket, until the job takes it */

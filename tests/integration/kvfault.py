@@ -35,6 +35,7 @@ Python 3 standard library only.
 """
 
 import socket
+import ssl
 import struct
 import threading
 
@@ -111,6 +112,70 @@ class Rule:
         self.released.set()
 
 
+class _TlsSock:
+    """A TLS socket two pump threads can share: one reads, the other writes.
+    OpenSSL objects are not for concurrent use, so every call holds a lock,
+    and a read waits at most 50 ms at a time so the writer gets its turn."""
+
+    def __init__(self, sock):
+        self.s = sock
+        self.lock = threading.Lock()
+        self.s.settimeout(0.05)
+
+    def recv(self, n):
+        while True:
+            with self.lock:
+                try:
+                    return self.s.recv(n)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    pass
+                except ssl.SSLZeroReturnError:
+                    return b""
+            threading.Event().wait(0.001)
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            with self.lock:
+                try:
+                    n = self.s.send(view[:1 << 16])
+                except (socket.timeout, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    n = 0
+            view = view[n:]
+            if not n:
+                threading.Event().wait(0.001)
+
+    def shutdown(self, how):
+        with self.lock:
+            try:
+                self.s.shutdown(how)
+            except (OSError, ValueError):
+                pass
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def tls_contexts(pki):
+    """The proxy's two TLS sides from a kvmove x509 directory (QEMU's
+    layout): to the source it is the destination (server cert), to the
+    destination it is the source (client cert)."""
+    srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    srv.minimum_version = ssl.TLSVersion.TLSv1_3
+    srv.load_cert_chain(pki + "/server-cert.pem", pki + "/server-key.pem")
+    srv.load_verify_locations(pki + "/ca-cert.pem")
+    srv.verify_mode = ssl.CERT_REQUIRED
+    cli = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cli.minimum_version = ssl.TLSVersion.TLSv1_3
+    cli.load_cert_chain(pki + "/client-cert.pem", pki + "/client-key.pem")
+    cli.load_verify_locations(pki + "/ca-cert.pem")
+    cli.check_hostname = False
+    return srv, cli
+
+
 class _Conn:
     """One proxied connection: two pump threads."""
 
@@ -129,7 +194,14 @@ class _Conn:
             self.server = socket.create_connection(("127.0.0.1", self.proxy.target_port),
                                                    timeout=10)
             self.server.settimeout(None)
-        except OSError as e:
+            if self.proxy.tls:
+                # terminate TLS on both sides: faults act on the records
+                srv, cli = self.proxy.tls
+                self.client.settimeout(10)
+                self.client = _TlsSock(srv.wrap_socket(self.client, server_side=True))
+                self.server.settimeout(10)
+                self.server = _TlsSock(cli.wrap_socket(self.server))
+        except (OSError, ssl.SSLError) as e:
             self.proxy.log("proxy: conn %d: cannot reach the destination: %s" % (self.idx, e))
             self.close()
             return
@@ -276,15 +348,27 @@ class _Conn:
                     dst.sendall(buf)
                     del buf[:]
         except OSError as e:
+            # the receiver hung up: like a real path, what the other direction
+            # already carries (the receiver's ERROR, say) still arrives
+            other = "dst" if direction == "src" else "src"
+            with self.lock:
+                self.eof[direction] = True
+            deadline = now() + 5
+            while not self.closed and not self.eof[other] and now() < deadline:
+                threading.Event().wait(0.01)
             self.close("%s: forwarding failed: %s" % (direction, e))
 
 
 class FaultProxy:
     """A fault-injecting proxy in front of a destination on 127.0.0.1:target_port."""
 
-    def __init__(self, harness, target_port):
+    def __init__(self, harness, target_port, tls=None):
+        """tls: an x509 directory (QEMU's layout) to terminate TLS with on
+        both sides; by default the harness's, when its VMMs use x509."""
         self.h = harness
         self.target_port = target_port
+        pki = tls or getattr(harness, "tls_x509", None)
+        self.tls = tls_contexts(pki) if pki else None
         self.records = []
         self.rules = []
         self.conns = []

@@ -417,6 +417,50 @@ def check_no_errors(console):
 # Migration helpers
 # --------------------------------------------------------------------------
 
+def make_pki(d, client_cn, ca_name="kvmove test CA", server_ips=None, ca_from=None):
+    """An x509 directory in QEMU's layout (ca-cert.pem, server-cert.pem,
+    server-key.pem, client-cert.pem, client-key.pem) made with certtool: a
+    CA (or ca_from's), a server certificate for localhost and the test
+    networks' addresses, a client certificate whose CN is client_cn.
+    Returns d."""
+    os.makedirs(d, exist_ok=True)
+    ips = server_ips or (["127.0.0.1"] + ["10.20.0.%d" % i for i in range(1, 20)] +
+                         ["10.10.0.%d" % i for i in range(1, 20)])
+
+    def certtool(*args, template=None):
+        argv = ["certtool"] + list(args)
+        if template is not None:
+            tp = os.path.join(d, "template.cfg")
+            with open(tp, "w") as f:
+                f.write(template)
+            argv += ["--template", tp]
+        r = subprocess.run(argv, capture_output=True, text=True)
+        check(r.returncode == 0, "certtool %s: %s" % (" ".join(args), r.stderr[-500:]))
+
+    p = lambda n: os.path.join(d, n)    # noqa: E731
+    if ca_from:
+        for f in ("ca-key.pem", "ca-cert.pem"):
+            shutil.copy(os.path.join(ca_from, f), p(f))
+    else:
+        certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile", p("ca-key.pem"))
+        certtool("--generate-self-signed", "--load-privkey", p("ca-key.pem"), "--outfile",
+                 p("ca-cert.pem"), template='cn = "%s"\nca\ncert_signing_key\n'
+                 'expiration_days = 2\n' % ca_name)
+    for role, cn, extra in (("server", "kvmove-destination",
+                             'tls_www_server\ndns_name = "localhost"\n' +
+                             "".join('ip_address = "%s"\n' % ip for ip in ips)),
+                            ("client", client_cn, "tls_www_client\n")):
+        certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile",
+                 p(role + "-key.pem"))
+        certtool("--generate-certificate", "--load-privkey", p(role + "-key.pem"),
+                 "--load-ca-certificate", p("ca-cert.pem"), "--load-ca-privkey",
+                 p("ca-key.pem"), "--outfile", p(role + "-cert.pem"),
+                 template='cn = "%s"\nsigning_key\nencryption_key\nexpiration_days = 2\n%s'
+                 % (cn, extra))
+    os.unlink(p("template.cfg"))
+    return d
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nobody uses right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -649,7 +693,7 @@ class VMM:
 
     def __init__(self, harness, name="kvtest", mem="1G", cpus=1, append="",
                  kernel=None, extra=(), control=True, incoming=None, restore=None,
-                 netns=None, expect=None):
+                 netns=None, expect=None, tls=None):
         """A VMM booting kernel (default: the test guest); or, with
         incoming="tcp:HOST:PORT", a migration destination; or, with
         restore=FILE, one restoring a saved VM (the VM's size comes from
@@ -679,7 +723,7 @@ class VMM:
                          "--append", append, "--console", self.console_path]
         if self.control:
             self.argv += ["--control", self.control]
-        self.argv += list(extra)
+        self.argv += harness.tls_args(tls) + list(extra)
         if netns:
             self.argv = ["ip", "netns", "exec", netns] + self.argv
         open(self.console_path, "wb").close()
@@ -862,6 +906,34 @@ class Harness:
         self.kvmove = env_path("KVMOVE_BIN")
         self.guest = env_path("KVMOVE_GUEST")
         self.tmpdir = tempfile.mkdtemp(prefix="kvtest-%s-" % name)   # last: nothing to leak
+        self._tls_x509 = None
+
+    @property
+    def tls_x509(self):
+        """This test's x509 credentials (QEMU's layout, made on first use):
+        every VMM migrates over TLS with them unless a test says otherwise,
+        and the fault proxy terminates TLS with them."""
+        if self._tls_x509 is None:
+            self._tls_x509 = make_pki(os.path.join(self.tmpdir, "pki"), "source")
+        return self._tls_x509
+
+    def psk(self, name="keys.psk", identity="kvmove"):
+        """A new PSK file made by kvmove keygen."""
+        path = os.path.join(self.tmpdir, name)
+        r = self.run([self.kvmove, "keygen", "--identity", identity, path])
+        check(r.returncode == 0, "kvmove keygen: %s" % r.stderr)
+        return path
+
+    def tls_args(self, tls):
+        """kvmove run's TLS options: tls None (this test's x509 credentials),
+        "insecure", ("psk", FILE), ("x509", DIR), or "none" (no option)."""
+        if tls is None:
+            return ["--tls-creds", self.tls_x509]
+        if tls == "insecure":
+            return ["--insecure"]
+        if tls == "none":
+            return []
+        return ["--tls-psk" if tls[0] == "psk" else "--tls-creds", tls[1]]
 
     def log(self, msg):
         print("[%7.2f] %s" % (now() - self.t0, msg), flush=True)
@@ -871,7 +943,7 @@ class Harness:
         self.vmms.append(vm)
         return vm
 
-    def incoming(self, name, expect, extra=(), wait=True):
+    def incoming(self, name, expect, extra=(), wait=True, tls=None):
         """A destination VMM (``kvmove run --incoming``) on a free port of
         127.0.0.1 for the VM of `expect` (a VMM, or a VM name: --expect);
         .uri is its address.  Waits until it listens."""
@@ -880,7 +952,7 @@ class Harness:
         check(isinstance(expect, str) and expect, "incoming(%r): which VM does it take?"
               % name)
         vm = self.vmm(name=name, incoming="tcp:127.0.0.1:%d" % port, extra=extra,
-                      expect=expect)
+                      expect=expect, tls=tls)
         vm.port = port
         vm.uri = "tcp:127.0.0.1:%d" % port
         if wait:
