@@ -150,6 +150,8 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 	pthread_mutex_lock(&m->mu);
 	m->t_active = t0;
 	m->fp_total = mem_resident_bytes(&m->vm->mem);
+	/* "active" never shows an empty first pass: all of it is still to go */
+	m->remaining = m->fp_total;
 	pthread_mutex_unlock(&m->mu);
 	src_set_status(m, MIG_ACTIVE);
 	if ((r = dirty_log_start(m->vm, err)))
