@@ -162,7 +162,7 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 				r = kv_errf(err, EBADMSG, "RAM record after POSTCOPY, before the VM "
 					    "runs");
 			else
-				r = ram_receive(in->vm, s, &rec, &in->pages, err);
+				r = ram_receive(in->vm, s, &rec, &in->pages, &in->ram_seq, err);
 			break;
 		case MIG_REC_ROUND:
 			break;

@@ -150,6 +150,7 @@ struct mig_incoming {
 	double t_state;			/* internal: when the first state record came */
 	char id[33];			/* the source's migration id */
 	struct mig_end end;		/* STATE_END: counts, paused */
+	uint32_t ram_seq;		/* the next RAM record's sequence number */
 	struct pc_dst *pc;		/* post-copy state, while it lasts */
 	pthread_mutex_t mu;		/* status and error, for queries */
 	enum mig_status status;

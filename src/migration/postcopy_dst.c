@@ -303,7 +303,7 @@ static int receive(struct pc_dst *pc, struct stream *s, struct kv_err *err)
 		case MIG_REC_RAM:
 			if ((r = ram_visit(pc->vm, rec.payload, rec.len, place, pc, err)))
 				return r;
-			pc->in->pages += st_get32(rec.payload);
+			pc->in->pages += st_get32(rec.payload + 4);	/* after the sequence */
 			break;
 		case MIG_REC_POSTCOPY_END: {
 			uint64_t left = __atomic_load_n(&pc->left, __ATOMIC_ACQUIRE);

@@ -13,10 +13,12 @@
 #include "state/stream.h"
 
 #define ENTRY_HDR 8
+#define RAM_HDR 8		/* u32 sequence, u32 count */
 
 struct batch {
 	unsigned n;
 	uint64_t gpa[MIG_RAM_BATCH];
+	uint64_t top;		/* the highest gpa in it */
 	const uint8_t *hva[MIG_RAM_BATCH];
 	bool zero[MIG_RAM_BATCH];
 };
@@ -33,23 +35,27 @@ static bool page_is_zero(const uint8_t *p)
 
 static int flush_batch(struct ram_sender *rs, struct batch *b, struct kv_err *err)
 {
-	uint8_t head[4 + ENTRY_HDR * MIG_RAM_BATCH];
-	uint32_t len = 4 + ENTRY_HDR * b->n;
+	uint8_t head[RAM_HDR + ENTRY_HDR * MIG_RAM_BATCH];
+	uint32_t len = RAM_HDR + ENTRY_HDR * b->n;
 	int r;
 
 	if (!b->n)
 		return 0;
-	/* count, every entry's header, then the data of the non-zero pages in
-	 * entry order: the receiver reads those straight into guest memory */
-	st_put32(head, b->n);
+	/* sequence, count, every entry's header, then the data of the non-zero
+	 * pages in entry order: the receiver reads those straight into guest
+	 * memory.  The sequence number makes a dropped, replayed or reordered
+	 * record visible even when its checksum is intact. */
+	st_put32(head, rs->seq++);
+	st_put32(head + 4, b->n);
 	for (unsigned i = 0; i < b->n; i++) {
-		st_put64(head + 4 + ENTRY_HDR * i, b->gpa[i] | (b->zero[i] ? MIG_PAGE_ZERO : 0));
+		st_put64(head + RAM_HDR + ENTRY_HDR * i,
+			 b->gpa[i] | (b->zero[i] ? MIG_PAGE_ZERO : 0));
 		if (!b->zero[i])
 			len += (uint32_t)MEM_PAGE_SIZE;
 	}
 	if ((r = stream_begin(rs->s, MIG_REC_RAM, STREAM_F_MANDATORY, len, err)))
 		return r;
-	if ((r = stream_append(rs->s, head, 4 + ENTRY_HDR * b->n, err)))
+	if ((r = stream_append(rs->s, head, RAM_HDR + ENTRY_HDR * b->n, err)))
 		return r;
 	for (unsigned i = 0; i < b->n; i++) {
 		if (!b->zero[i]) {
@@ -87,13 +93,22 @@ static int add_page(struct ram_sender *rs, struct batch *b, uint64_t page, bool 
 		    struct kv_err *err)
 {
 	const uint8_t *hva = rs->vm->mem.host + (page << MEM_PAGE_SHIFT);
-	bool zero = page_is_zero(hva);
+	uint64_t gpa = ram_page_gpa(rs->vm, page);
+	bool zero;
 
+	/* once per record (receivers refuse a repeat): post-copy's requests
+	 * may name a page twice; passes go upwards and never search */
+	if (b->n && gpa <= b->top)
+		for (unsigned j = 0; j < b->n; j++)
+			if (b->gpa[j] == gpa)
+				return 0;
+	zero = page_is_zero(hva);
 	if (zero && skip_zero) {
 		rs->st.zero++;
 		return 0;
 	}
-	b->gpa[b->n] = ram_page_gpa(rs->vm, page);
+	b->top = !b->n || gpa > b->top ? gpa : b->top;
+	b->gpa[b->n] = gpa;
 	b->hva[b->n] = hva;
 	b->zero[b->n] = zero;
 	if (++b->n == MIG_RAM_BATCH)
@@ -254,7 +269,7 @@ uint64_t ram_dirty_count(const struct ram_sender *rs)
 
 /* One RAM record's entries, checked: where each page goes. */
 struct ram_plan {
-	uint32_t count, ndata;
+	uint32_t seq, count, ndata;
 	uint64_t gpa[MIG_RAM_BATCH];
 	uint8_t *hva[MIG_RAM_BATCH];
 	bool zero[MIG_RAM_BATCH];
@@ -262,13 +277,14 @@ struct ram_plan {
 
 static int plan_count(const uint8_t *p, uint32_t len, struct ram_plan *pl, struct kv_err *err)
 {
-	if (len < 4)
+	if (len < RAM_HDR)
 		return kv_errf(err, EBADMSG, "RAM record truncated");
-	pl->count = st_get32(p);
+	pl->seq = st_get32(p);
+	pl->count = st_get32(p + 4);
 	if (pl->count == 0 || pl->count > MIG_RAM_BATCH)
 		return kv_errf(err, EBADMSG, "RAM record with %u pages (1..%d allowed)", pl->count,
 			       MIG_RAM_BATCH);
-	if ((len - 4) / ENTRY_HDR < pl->count)
+	if ((len - RAM_HDR) / ENTRY_HDR < pl->count)
 		return kv_errf(err, EBADMSG, "RAM record truncated in its entries (%u bytes for "
 			       "%u pages)", len, pl->count);
 	return 0;
@@ -279,7 +295,7 @@ static int plan_count(const uint8_t *p, uint32_t len, struct ram_plan *pl, struc
 static int plan_entries(struct vm *vm, const uint8_t *e, uint32_t len, struct ram_plan *pl,
 			struct kv_err *err)
 {
-	uint64_t want;
+	uint64_t want, top = 0;
 
 	pl->ndata = 0;
 	for (uint32_t i = 0; i < pl->count; i++) {
@@ -293,11 +309,21 @@ static int plan_entries(struct vm *vm, const uint8_t *e, uint32_t len, struct ra
 		if (!pl->hva[i])
 			return kv_errf(err, EBADMSG, "RAM page at 0x%" PRIx64 " is outside the "
 				       "VM's memory", gpa);
+		/* a page once per record: the receivers would disagree on which
+		 * copy wins, and the direct one would hash the last twice.
+		 * Senders go upwards, so only an out-of-order entry is searched. */
+		if (i && gpa <= top) {
+			for (uint32_t j = 0; j < i; j++)
+				if (pl->gpa[j] == gpa)
+					return kv_errf(err, EBADMSG, "RAM page 0x%" PRIx64 " appears "
+						       "twice in one record", gpa);
+		}
+		top = gpa > top ? gpa : top;
 		pl->gpa[i] = gpa;
 		pl->zero[i] = flags & MIG_PAGE_ZERO;
 		pl->ndata += !pl->zero[i];
 	}
-	want = 4 + (uint64_t)ENTRY_HDR * pl->count + (uint64_t)pl->ndata * MEM_PAGE_SIZE;
+	want = RAM_HDR + (uint64_t)ENTRY_HDR * pl->count + (uint64_t)pl->ndata * MEM_PAGE_SIZE;
 	if (len != want)
 		return kv_errf(err, EBADMSG, "RAM record of %u bytes, but its %u entries (%u with "
 			       "data) need %" PRIu64, len, pl->count, pl->ndata, want);
@@ -352,10 +378,10 @@ int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
 	if (!pl)
 		return kv_errf(err, ENOMEM, "RAM record plan");
 	if ((r = plan_count(p, len, pl, err)) ||
-	    (r = plan_entries(vm, p + 4, len, pl, err)))
+	    (r = plan_entries(vm, p + RAM_HDR, len, pl, err)))
 		goto out;
 	populate_runs(vm, pl);
-	data = p + 4 + ENTRY_HDR * pl->count;
+	data = p + RAM_HDR + ENTRY_HDR * pl->count;
 	for (uint32_t i = 0; i < pl->count; i++) {
 		if (!pl->zero[i]) {
 			memcpy(pl->hva[i], data, MEM_PAGE_SIZE);
@@ -378,9 +404,9 @@ int ram_visit(struct vm *vm, const uint8_t *p, uint32_t len, ram_page_fn fn, voi
 	if (!pl)
 		return kv_errf(err, ENOMEM, "RAM record plan");
 	if ((r = plan_count(p, len, pl, err)) ||
-	    (r = plan_entries(vm, p + 4, len, pl, err)))
+	    (r = plan_entries(vm, p + RAM_HDR, len, pl, err)))
 		goto out;
-	data = p + 4 + ENTRY_HDR * pl->count;
+	data = p + RAM_HDR + ENTRY_HDR * pl->count;
 	for (uint32_t i = 0; i < pl->count && !r; i++) {
 		uint64_t page = mem_gpa_to_offset(&vm->mem, pl->gpa[i]) >> MEM_PAGE_SHIFT;
 		r = fn(opaque, page, pl->zero[i] ? NULL : data, err);
@@ -393,9 +419,9 @@ out:
 }
 
 int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
-		uint64_t *pages, struct kv_err *err)
+		uint64_t *pages, uint32_t *seq, struct kv_err *err)
 {
-	uint8_t head[4 + ENTRY_HDR * MIG_RAM_BATCH];
+	uint8_t head[RAM_HDR + ENTRY_HDR * MIG_RAM_BATCH];
 	struct iovec iov[MIG_RAM_BATCH];
 	struct ram_plan *pl = malloc(sizeof(*pl));
 	unsigned n = 0;
@@ -403,15 +429,21 @@ int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
 
 	if (!pl)
 		return kv_errf(err, ENOMEM, "RAM record plan");
-	/* the count first, then exactly the entries it announces */
-	if (rec->len < 4) {
+	/* sequence and count first, then exactly the entries it announces */
+	if (rec->len < RAM_HDR) {
 		r = kv_errf(err, EBADMSG, "RAM record truncated");
 		goto out;
 	}
-	if ((r = stream_read_part(s, head, 4, err)) ||
-	    (r = plan_count(head, rec->len, pl, err)) ||
-	    (r = stream_read_part(s, head + 4, ENTRY_HDR * pl->count, err)) ||
-	    (r = plan_entries(vm, head + 4, rec->len, pl, err)))
+	if ((r = stream_read_part(s, head, RAM_HDR, err)) ||
+	    (r = plan_count(head, rec->len, pl, err)))
+		goto out;
+	if (seq && pl->seq != *seq) {
+		r = kv_errf(err, EBADMSG, "RAM record %u arrived where %u belongs (a record lost, "
+			    "replayed or reordered)", pl->seq, *seq);
+		goto out;
+	}
+	if ((r = stream_read_part(s, head + RAM_HDR, ENTRY_HDR * pl->count, err)) ||
+	    (r = plan_entries(vm, head + RAM_HDR, rec->len, pl, err)))
 		goto out;
 	populate_runs(vm, pl);
 	for (uint32_t i = 0; i < pl->count; i++) {
@@ -425,6 +457,8 @@ int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
 	if ((r = stream_read_rest_v(s, iov, n, err)))
 		goto out;
 	plan_finish(vm, pl, pages);
+	if (seq)
+		++*seq;
 out:
 	free(pl);
 	return r;

@@ -1,8 +1,9 @@
 /*
  * ram.h - moving guest RAM through the stream.
  *
- * A RAM record: u32 count, count entries of u64 (gpa | flags), then the
- * 4096 bytes of each entry without MIG_PAGE_ZERO, in entry order.  gpa is
+ * A RAM record: u32 sequence (0, 1, 2, ... per stream), u32 count, count
+ * entries of u64 (gpa | flags), then the 4096 bytes of each entry without
+ * MIG_PAGE_ZERO, in entry order.  gpa is
  * page aligned; the only flag is MIG_PAGE_ZERO.  The entries come first so
  * that a receiver can check them all and then read the data straight into
  * guest memory.
@@ -31,6 +32,7 @@ struct ram_sender {
 	uint64_t *dirty;	/* pages still to send, memfd-page order */
 	const int *cancel;	/* stop early when *cancel becomes non-zero */
 	struct ram_stats st;
+	uint32_t seq;		/* the next RAM record's sequence number */
 	void (*progress)(void *opaque);	/* after every record, for live stats */
 	void *progress_opaque;
 };
@@ -65,7 +67,8 @@ struct stream_rec;
 typedef int (*ram_page_fn)(void *opaque, uint64_t page, const uint8_t *data, struct kv_err *err);
 int ram_visit(struct vm *vm, const uint8_t *p, uint32_t len, ram_page_fn fn, void *opaque,
 	      struct kv_err *err);
+/* seq: the sequence number the record must carry (advanced), or NULL. */
 int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
-		uint64_t *pages, struct kv_err *err);
+		uint64_t *pages, uint32_t *seq, struct kv_err *err);
 
 #endif

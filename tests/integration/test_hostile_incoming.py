@@ -16,9 +16,10 @@
   4 rogue peers     garbage, a connection that is cut after HELLO, and a
                     silent one: the destination survives all three (a 5 s
                     handshake deadline), then the real migration completes
-  5 forged streams  a whole RAM record dropped, or one replayed (checksums
-                    intact): the destination refuses before READY, the
-                    source keeps running and verifying its VM
+  5 forged streams  a whole RAM record dropped, replayed, or swapped with the
+                    next (checksums intact): the destination refuses before
+                    READY (the records' sequence numbers, STATE_END's page
+                    count), the source keeps running and verifying its VM
   9 big VMs         a VM with more vCPUs than the destination takes is
                     refused at preflight, before anything is built
  10 quit mid-way    quit on the source in the device phase: kvmove migrate
@@ -138,13 +139,14 @@ def test(h):
 
     # ---- 5: forged streams: a RAM record dropped, one replayed ----
     vm = dst
-    for action in ("drop", "dup"):
+    for action in ("drop", "dup", "swap"):
         nxt = h.incoming("after-" + action, vm)
         px = FaultProxy(h, nxt.port)
         getattr(px, action)("src", "RAM", nth=3)
         run = vm.migrate(px.uri)
         run.expect(1, "failed")
-        check("pages" in (run.stat("error-desc") or ""), "%s: %r" % (action, run.result))
+        desc = run.stat("error-desc") or ""
+        check("lost, replayed or" in desc, "%s: %r" % (action, run.result))
         rc = nxt.wait_exit(timeout=60)
         check(rc == 1, "the destination exited %d after a %s record" % (rc, action))
         kvtest.check_never_ran(nxt)

@@ -48,15 +48,16 @@ static void free_vm(struct vm *vm)
 	free(vm);
 }
 
-/* Build a RAM record payload: count, the entries (gpa|flags), then the
- * data of the entries without ZERO (page i filled with 0x10 + i). */
+/* Build a RAM record payload: sequence 0, count, the entries (gpa|flags),
+ * then the data of the entries without ZERO (page i filled with 0x10 + i). */
 static size_t ram_rec(uint8_t *buf, uint32_t count, const uint64_t *gpaflags, int with_data)
 {
-	size_t pos = 4 + 8 * (size_t)count;
+	size_t pos = 8 + 8 * (size_t)count;
 
-	st_put32(buf, count);
+	st_put32(buf, 0);
+	st_put32(buf + 4, count);
 	for (uint32_t i = 0; i < count; i++) {
-		st_put64(buf + 4 + 8 * i, gpaflags[i]);
+		st_put64(buf + 8 + 8 * i, gpaflags[i]);
 		if (with_data && !(gpaflags[i] & MIG_PAGE_ZERO)) {
 			memset(buf + pos, (int)(0x10 + i), 4096);
 			pos += 4096;
@@ -65,9 +66,10 @@ static size_t ram_rec(uint8_t *buf, uint32_t count, const uint64_t *gpaflags, in
 	return pos;
 }
 
-/* The payload as a record on a memory file, read back with ram_receive(). */
-static int receive_rec(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
-		       uint64_t *pages, struct kv_err *err)
+/* The payload as a record on a memory file, read back with ram_receive()
+ * expecting sequence number want_seq. */
+static int receive_rec_seq(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
+			   uint32_t want_seq, uint64_t *pages, struct kv_err *err)
 {
 	struct stream s;
 	struct stream_rec rec;
@@ -92,10 +94,16 @@ static int receive_rec(struct vm *vm, const uint8_t *payload, size_t n, int flip
 	assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, err), 0);
 	r = stream_read_head(&s, &rec, err);
 	if (!r)
-		r = ram_receive(vm, &s, &rec, pages, err);
+		r = ram_receive(vm, &s, &rec, pages, &want_seq, err);
 	stream_destroy(&s);
 	close(fd);
 	return r;
+}
+
+static int receive_rec(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
+		       uint64_t *pages, struct kv_err *err)
+{
+	return receive_rec_seq(vm, payload, n, flip_at, 0, pages, err);
 }
 
 /* A record with a data page, a ZERO page and the last page of RAM: through
@@ -121,7 +129,7 @@ static void test_ram_records(void **state)
 			r = ram_apply(vm, buf, (uint32_t)n, &pages, &err);
 		else
 			r = receive_rec(vm, buf, n, mode == STREAMED ? -1 :
-					STREAM_HDR_SIZE + 4 + 24 + 100, &pages, &err);
+					STREAM_HDR_SIZE + 8 + 24 + 100, &pages, &err);
 		if (mode == STREAMED_CORRUPT) {
 			assert_int_equal(r, -EBADMSG);
 			assert_non_null(strstr(err.msg, "checksum"));
@@ -169,11 +177,12 @@ static void test_ram_hostile(void **state)
 	uint64_t g[2];
 	size_t n;
 
-	expect_ram_bad(vm, buf, 3, "shorter than the count");
+	expect_ram_bad(vm, buf, 7, "shorter than the sequence and count");
 	st_put32(buf, 0);
-	expect_ram_bad(vm, buf, 4, "zero pages");
-	st_put32(buf, MIG_RAM_BATCH + 1);
-	expect_ram_bad(vm, buf, 4, "count above the batch limit");
+	st_put32(buf + 4, 0);
+	expect_ram_bad(vm, buf, 8, "zero pages");
+	st_put32(buf + 4, MIG_RAM_BATCH + 1);
+	expect_ram_bad(vm, buf, 8, "count above the batch limit");
 	g[0] = MEM;	/* first byte past RAM */
 	n = ram_rec(buf, 1, g, 1);
 	expect_ram_bad(vm, buf, n, "page past the end of RAM");
@@ -189,16 +198,83 @@ static void test_ram_hostile(void **state)
 	g[0] = 0x100000;
 	n = ram_rec(buf, 1, g, 1);
 	expect_ram_bad(vm, buf, n - 1, "page data truncated");
-	expect_ram_bad(vm, buf, 4 + 7, "entry header truncated");
+	expect_ram_bad(vm, buf, 8 + 7, "entry header truncated");
 	buf[n] = 0;
 	expect_ram_bad(vm, buf, n + 1, "stray byte after the last page");
 	g[0] = 0x100000;
 	g[1] = 0x101000;
 	n = ram_rec(buf, 2, g, 1);
-	st_put32(buf, 3);	/* claims one more page than it holds */
+	st_put32(buf + 4, 3);	/* claims one more page than it holds */
 	expect_ram_bad(vm, buf, n, "count larger than the entries");
+	/* a page twice: the second copy must not silently win (nor, in the
+	 * streaming receiver, fail the checksum of a correct record) */
+	g[0] = 0x101000;
+	g[1] = 0x101000;
+	n = ram_rec(buf, 2, g, 1);
+	expect_ram_bad(vm, buf, n, "the same page twice in a row");
+	{
+		uint64_t g3[3] = { 0x105000, 0x100000 | MIG_PAGE_ZERO, 0x105000 };
+		n = ram_rec(buf, 3, g3, 1);
+		expect_ram_bad(vm, buf, n, "the same page twice, another between");
+	}
+	/* a record out of sequence (dropped, replayed or reordered) */
+	g[0] = 0x100000;
+	g[1] = 0x101000;
+	n = ram_rec(buf, 2, g, 1);
+	{
+		uint64_t pages = 0;
+		struct kv_err err;
+		assert_int_equal(receive_rec_seq(vm, buf, n, -1, 5, &pages, &err), -EBADMSG);
+		assert_non_null(strstr(err.msg, "where 5 belongs"));
+		assert_int_equal(pages, 0);
+	}
 	free(buf);
 	free_vm(vm);
+}
+
+/* Post-copy may ask for a page twice before the sender gets to it: the
+ * record names it once (a receiver refuses a repeat), and what a sender
+ * writes is what the receivers take, in sequence. */
+static void test_ram_sender_once(void **state)
+{
+	struct vm *src = fake_vm(), *dst = fake_vm();
+	struct ram_sender rs;
+	struct stream s;
+	struct stream_rec rec;
+	struct kv_err err;
+	uint64_t want = 0, pages = 0;
+	uint64_t req[] = { 7, 3, 7, 3, 9 };
+	uint32_t seq = 0;
+	int fd = memfd_create("ram", 0);
+
+	memset(mem_gpa_to_hva(&src->mem, 7 * 4096, 4096), 0xa7, 4096);
+	memset(mem_gpa_to_hva(&src->mem, 9 * 4096, 4096), 0xa9, 4096);
+	assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, &err), 0);
+	assert_int_equal(ram_sender_init(&rs, src, &s, NULL, &err), 0);
+	assert_int_equal(ram_send_list(&rs, req, 5, &err), 0);
+	assert_int_equal(ram_send_list(&rs, req + 4, 1, &err), 0);	/* again: a new record */
+	assert_int_equal(rs.st.entries, 4);
+	assert_int_equal(stream_flush(&s, &err), 0);
+	ram_sender_destroy(&rs);
+	stream_destroy(&s);
+
+	lseek(fd, 0, SEEK_SET);
+	assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, &err), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(stream_read_head(&s, &rec, &err), 0);
+		assert_int_equal(rec.type, MIG_REC_RAM);
+		if (ram_receive(dst, &s, &rec, &pages, &seq, &err))
+			fail_msg("record %d: %s", i, err.msg);
+	}
+	want = 4;	/* 7, 3 (zero), 9, then 9 again */
+	assert_int_equal(pages, want);
+	assert_int_equal(seq, 2);
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&dst->mem, 7 * 4096 + 100, 1), 0xa7);
+	assert_int_equal(*(uint8_t *)mem_gpa_to_hva(&dst->mem, 9 * 4096 + 4095, 1), 0xa9);
+	stream_destroy(&s);
+	close(fd);
+	free_vm(src);
+	free_vm(dst);
 }
 
 static void test_devstate_hostile(void **state)
@@ -389,6 +465,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ram_records),
 		cmocka_unit_test(test_ram_hostile),
+		cmocka_unit_test(test_ram_sender_once),
 		cmocka_unit_test(test_devstate_hostile),
 		cmocka_unit_test(test_config_hostile),
 		cmocka_unit_test(test_preflight),
