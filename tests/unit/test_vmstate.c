@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "common/err.h"
+#include "core/cpu_state.h"
 #include "devices/uart8250.h"
 #include "state/vmstate.h"
 
@@ -174,6 +175,48 @@ static void test_missing_field(void **state)
 	assert_memory_equal(&s, &orig, sizeof(s));
 }
 
+/* A vCPU's MP state and XCRs are checked before KVM sees them: out-of-range
+ * values from a forged stream left a guest silent while "running". */
+static int load_vcpu(struct vcpu_state *v)
+{
+	size_t cap = vmstate_saved_size(&vcpu_state_vmstate), len;
+	uint8_t *buf = malloc(cap);
+	struct vcpu_state *out = calloc(1, sizeof(*out));
+	struct kv_err err;
+	int r;
+
+	assert_int_equal(vmstate_save(&vcpu_state_vmstate, v, buf, cap, &len, &err), 0);
+	r = vmstate_load(&vcpu_state_vmstate, out, buf, len, &err);
+	free(out);
+	free(buf);
+	return r;
+}
+
+static void test_vcpu_ranges(void **state)
+{
+	struct vcpu_state *v = calloc(1, sizeof(*v));
+
+	v->xcrs.nr_xcrs = 1;
+	v->xcrs.xcrs[0].value = 0x7;		/* x87, SSE, AVX */
+	v->mp_state.mp_state = KVM_MP_STATE_RUNNABLE;
+	assert_int_equal(load_vcpu(v), 0);
+	v->mp_state.mp_state = 7;		/* an s390 state */
+	assert_int_equal(load_vcpu(v), -ERANGE);
+	v->mp_state.mp_state = KVM_MP_STATE_HALTED;
+	assert_int_equal(load_vcpu(v), 0);
+	v->xcrs.xcrs[0].value = 0x5;		/* AVX without SSE */
+	assert_int_equal(load_vcpu(v), -ERANGE);
+	v->xcrs.xcrs[0].value = 0x6;		/* no x87 */
+	assert_int_equal(load_vcpu(v), -ERANGE);
+	v->xcrs.xcrs[0].value = 0x27;		/* one of the AVX-512 trio */
+	assert_int_equal(load_vcpu(v), -ERANGE);
+	v->xcrs.xcrs[0].value = 0xe7;		/* all three */
+	assert_int_equal(load_vcpu(v), 0);
+	v->xcrs.xcrs[0].xcr = 1;		/* no such register */
+	assert_int_equal(load_vcpu(v), -ERANGE);
+	free(v);
+}
+
 static void test_uart_state(void **state)
 {
 	const struct vmstate_desc *d = uart8250_ops.state;
@@ -205,6 +248,7 @@ int main(void)
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_older_stream),
 		cmocka_unit_test(test_missing_field),
+		cmocka_unit_test(test_vcpu_ranges),
 		cmocka_unit_test(test_uart_state),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
