@@ -59,7 +59,7 @@ FIELDS = ["section", "vmm", "config", "mem_gib", "wss_mib", "rate_set", "rep", "
           "hb_gap_ms", "guest_gap_ms", "hb_seq_ok", "transferred", "normal_bytes",
           "zero_pages", "rounds", "throttle", "rate_before", "rate_mig", "src_cpu_s",
           "dst_cpu_s", "src_rss_mib", "dst_rss_mib", "limit_ms", "phys_ratio", "wall_s",
-          "time"]
+          "pred_total_ms", "pred_downtime_ms", "pred_rounds", "time"]
 
 
 def log(msg):
@@ -330,6 +330,12 @@ class Bench:
                    normal_bytes=ram.get("normal-bytes"), zero_pages=ram.get("duplicate"),
                    rounds=ram.get("dirty-sync-count"),
                    throttle=st.get("cpu-throttle-percentage", 0), wall_s=round(wall, 3))
+        # kvmove predicts every migration from its first pass (x-prediction):
+        # the report compares that with what happened
+        pred = (st.get("x-prediction") or {}).get("policies", {}).get(st.get("x-policy"))
+        if pred and pred.get("converges"):
+            row.update(pred_total_ms=pred.get("total-time"),
+                       pred_downtime_ms=pred.get("downtime"), pred_rounds=pred.get("rounds"))
         if status != "completed":
             # the guest keeps running on the source: its verifier must agree
             self.drop(dst)
@@ -1098,6 +1104,18 @@ def observations(bench, rows):
         if tp:
             out.append("%s, rate 0: effective throughput (data pages ÷ total time) median "
                        "%.0f MiB/s" % (name, statistics.median(tp)))
+    pr = [r for r in good(rows) if r["vmm"] == "kvmove" and num(r, "pred_total_ms")
+          and num(r, "total_ms")]
+    if pr:
+        et = sorted(abs(num(r, "pred_total_ms") - num(r, "total_ms")) / num(r, "total_ms")
+                    for r in pr)
+        ed = sorted(abs(num(r, "pred_downtime_ms") - num(r, "downtime_ms")) for r in pr
+                    if num(r, "downtime_ms"))
+        out.append("kvmove's prediction (x-prediction, made during the first pass) against "
+                   "what happened, over %d runs: total time off by %.0f %% (median), %.0f %% "
+                   "at worst; downtime off by %.0f ms (median), %.0f ms at worst"
+                   % (len(pr), 100 * statistics.median(et), 100 * et[-1],
+                      statistics.median(ed) if ed else 0, ed[-1] if ed else 0))
     p = bench.phys
     if p.get("memfd_first_touch_mibps"):
         out.append("reference: loopback TCP %.0f MiB/s; copying into never-touched memfd "
