@@ -38,6 +38,10 @@ struct pci_dev {
 	uint8_t *cfg;			/* config space, PCI_CFG_SIZE bytes, kept in
 					 * the owner's migratable state */
 	uint8_t wmask[PCI_CFG_SIZE];	/* which bits the guest may write */
+	/* The config space as built and placed on the bus (pci_host_add()):
+	 * what a restored one must match outside wmask.  Not cfg itself: a
+	 * load overwrites cfg before it is checked. */
+	uint8_t built[PCI_CFG_SIZE];
 	struct pci_bar bars[PCI_NUM_BARS];
 	unsigned slot;
 	uint8_t next_cap;		/* where the next capability goes */
@@ -67,7 +71,9 @@ int pci_host_add(struct pci_host *h, struct pci_dev *pd, struct kv_err *err);
 void pci_set_irq(struct pci_dev *pd, int level);
 /* Guest-physical address of a BAR as programmed now (0 if unset). */
 uint64_t pci_bar_addr(const struct pci_dev *pd, unsigned bar);
-/* Restored config space: check what must not change (ids, BAR sizes). */
+/* Restored config space: only the bits the guest can write (and the
+ * interrupt status the device sets) may differ from the device as built:
+ * ids, header type, capability list, BAR sizes are ours, not the stream's. */
 int pci_dev_validate_cfg(const struct pci_dev *pd, const uint8_t *cfg, struct kv_err *err);
 
 static inline uint16_t pci_get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }

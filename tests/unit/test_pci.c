@@ -205,6 +205,37 @@ static void test_restored_cfg_checked(void **state)
 	assert_int_equal(pci_dev_validate_cfg(&f->dev, cfg, &err), -EINVAL);
 }
 
+/* A load writes the config space where it lives (the device's migratable
+ * state, which pd->cfg points into) and checks it there: the check must
+ * not compare the bytes with themselves. */
+static void test_restored_cfg_in_place(void **state)
+{
+	struct fx *f = *state;
+	uint8_t was[PCI_CFG_SIZE];
+	struct kv_err err;
+
+	memcpy(was, f->cfg, sizeof(was));
+	/* what a guest can change, and the interrupt status the device sets */
+	pci_put16(f->cfg + PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+	f->cfg[PCI_INTERRUPT_LINE] = 5;
+	pci_put32(f->cfg + PCI_BAR0, (uint32_t)PCI_MMIO_BASE + 0x8000);
+	f->cfg[PCI_STATUS] |= PCI_STATUS_INTERRUPT;
+	assert_int_equal(pci_dev_validate_cfg(&f->dev, f->cfg, &err), 0);
+
+	/* what it cannot: ids, the capability list, a capability's contents,
+	 * the BAR's size bits */
+	static const unsigned ro[] = { 0x00, 0x02, 0x0e, PCI_CAP_PTR, 0x41, 0x44, 0x4c, 0x10 };
+	for (size_t i = 0; i < sizeof(ro) / sizeof(ro[0]); i++) {
+		memcpy(f->cfg, was, sizeof(was));
+		f->cfg[ro[i]] ^= ro[i] == 0x10 ? 0x10 : 0x01;
+		err.msg[0] = '\0';
+		if (pci_dev_validate_cfg(&f->dev, f->cfg, &err) != -EINVAL)
+			fail_msg("config byte 0x%02x changed in place was accepted", ro[i]);
+		assert_non_null(strstr(err.msg, "config space byte"));
+	}
+	memcpy(f->cfg, was, sizeof(was));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +245,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_capabilities, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_odd_port_accesses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restored_cfg_checked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restored_cfg_in_place, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
