@@ -61,6 +61,35 @@ int devstate_send_all(struct vm *vm, struct stream *s, struct kv_err *err)
 	return r;
 }
 
+/*
+ * A device's section: the table walker refuses a bad section before it
+ * touches the live state, but the device's post_load checks what was
+ * copied in (queues it does not have, a config space not its own).  When it
+ * refuses, the state it refused is put back to what it was, so a refused
+ * record leaves the device exactly as before.
+ */
+static int load_device(struct device *d, const uint8_t *p, uint32_t len, struct kv_err *err)
+{
+	size_t size = d->ops->state->struct_size;
+	void *st = d->ops->state_ptr(d), *was = NULL;
+	int r;
+
+	if (d->ops->post_load) {
+		was = malloc(size);
+		if (!was)
+			return kv_errf(err, ENOMEM, "state copy");
+		memcpy(was, st, size);
+	}
+	r = vmstate_load(d->ops->state, st, p, len, err);
+	if (!r && d->ops->post_load) {
+		r = d->ops->post_load(d, err);
+		if (r)
+			memcpy(st, was, size);
+	}
+	free(was);
+	return r;
+}
+
 int devstate_apply(struct vm *vm, struct devstate_rx *rx, uint16_t type,
 		   const uint8_t *p, uint32_t len, struct kv_err *err)
 {
@@ -112,10 +141,7 @@ int devstate_apply(struct vm *vm, struct devstate_rx *rx, uint16_t type,
 			if (rx->device[i])
 				return kv_errf(err, EBADMSG, "state for device %s sent twice",
 					       d->name);
-			r = vmstate_load(d->ops->state, d->ops->state_ptr(d), p + 1 + nl,
-					 len - 1 - (uint32_t)nl, err);
-			if (!r && d->ops->post_load)
-				r = d->ops->post_load(d, err);
+			r = load_device(d, p + 1 + nl, len - 1 - (uint32_t)nl, err);
 			if (r)
 				return kv_err_prefix(err, r, "device %s", d->name);
 			rx->device[i] = true;
