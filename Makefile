@@ -2,9 +2,12 @@
 # needs first (scripts/deps.sh is idempotent and silent when all is present).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 15
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure check check-fast check-unit check-slow check-asan demo bench bench-smoke clean
+.PHONY: all deps configure check check-fast check-unit check-slow check-asan fuzz fuzz-smoke fuzz-build demo bench bench-smoke clean
 
 all: configure
 	cmake --build $(BUILD)
@@ -18,8 +21,10 @@ configure: deps
 # Every test: the fast tier first (unit, integration with the test guest,
 # benchmark smoke; ~7 min), then the slow tier (Debian's kernel booting and
 # migrating: ~15 min on PVM hosts, where its kernel code is emulated).
+# Between the tiers: every fuzz target for a few seconds on its seeds.
 check: all
 	cd $(BUILD) && ctest --output-on-failure -LE slow
+	$(MAKE) fuzz-smoke
 	cd $(BUILD) && ctest --output-on-failure -L slow
 
 check-fast: all
@@ -38,6 +43,21 @@ check-asan: deps
 	cmake --build $(ASAN_BUILD)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -L unit
 
+# libFuzzer targets (tests/fuzz/, docs/FUZZING.md) in their own clang build.
+# fuzz-smoke: each for FUZZ_SMOKE_SECONDS on its seeds (~3 min), fails on
+# any crash, leak or hang; fuzz: FUZZ_SECONDS each (default 10 min), then a
+# table of executions and coverage.
+fuzz-build: deps
+	@test -f $(FUZZ_BUILD)/build.ninja || CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja \
+		-DKVMOVE_FUZZ=ON -DKVMOVE_BUILD_GUEST=OFF
+	cmake --build $(FUZZ_BUILD)
+
+fuzz-smoke: fuzz-build
+	python3 scripts/fuzz.py --build $(FUZZ_BUILD) --seconds $(FUZZ_SMOKE_SECONDS) --smoke
+
+fuzz: fuzz-build
+	python3 scripts/fuzz.py --build $(FUZZ_BUILD) --seconds $(FUZZ_SECONDS)
+
 demo: all
 	@bash scripts/demo.sh $(BUILD)
 
@@ -50,4 +70,4 @@ bench-smoke: all
 	python3 bench/run.py --build $(BUILD) --smoke $(BENCH_FLAGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

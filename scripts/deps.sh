@@ -18,6 +18,9 @@ PKGS=(
   # what the vmlinux and initramfs scripts use
   linux-image-amd64 busybox-static kmod xz-utils libc6-dev
   gnuplot-nox  # bench/: plots
+  # fuzzing (make fuzz, fuzz-smoke; docs/FUZZING.md): clang, libFuzzer's
+  # runtime (Debian 12's clang is 14), llvm-symbolizer for readable reports
+  clang libclang-rt-14-dev llvm-14
 )
 
 missing=()
