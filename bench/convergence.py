@@ -4,10 +4,12 @@ memory faster than the link carries it.
 
   throttle   kvmove's vCPU throttle at 0/20/50/80/99 % (x-set-throttle) on a
              CPU-bound guest: the write rate the guest achieves at each step
-  policies   one guest, one capped link (a third of the guest's own dirty
-             rate, sampled by kvmove --check-only; the same cap for QEMU):
-             kvmove auto-converge, post-copy, hybrid (--postcopy-after 3),
-             auto; QEMU auto-converge and postcopy-ram (migrate-start-postcopy
+  policies   two points.  capped: one guest, one capped link (a third of
+             the guest's own dirty rate, sampled by kvmove --check-only; the
+             same cap for QEMU).  unshaped: the guest writing as fast as it
+             can (rate=1000000), no cap on either VMM.  At each: kvmove
+             auto-converge, post-copy, hybrid (--postcopy-after 3), auto;
+             QEMU auto-converge and postcopy-ram (migrate-start-postcopy
              after the first pass).  Total time, VMM downtime, guest-felt
              downtime (heartbeat gap), the guest's write rate during the
              migration against before, verified completion.  kvmove's runs
@@ -16,6 +18,7 @@ memory faster than the link carries it.
 Writes results.csv and report.md in --out.  Python 3 stdlib only.
 
     python3 bench/convergence.py --build build [--out DIR] [--reps N]
+        [--unshaped-reps N]
 """
 import argparse
 import csv
@@ -35,6 +38,7 @@ MIB = 1 << 20
 MEM = "512M"
 POLICY_GUEST = "wss=64M rate=256 hb=1000 seed=1 verify_every=500"
 THROTTLE_GUEST = "wss=64M rate=1000000 hb=10000 seed=1 verify_every=500"
+UNSHAPED_GUEST = "wss=64M rate=1000000 hb=1000 seed=1 verify_every=500"
 
 
 def log(msg):
@@ -93,12 +97,12 @@ class Run:
 
     # ---- the policies ----
 
-    def boot(self, kind):
+    def boot(self, kind, cmdline=POLICY_GUEST):
         if kind == "kvmove":
             vm = self.new(vmm.Kvmove, self.kvmove)
         else:
             vm = self.new(vmm.Qemu)
-        vm.boot(MEM, self.guest, POLICY_GUEST)
+        vm.boot(MEM, self.guest, cmdline)
         vm.wait_ready(180)
         settle(vm)
         return vm
@@ -119,20 +123,23 @@ class Run:
         log("the guest dirties %.1f MiB/s (sampled); the link: %d MiB/s" % (rate, rate / 3))
         return max(1, int(rate / 3)), rate
 
-    def one(self, config, bw_mib):
+    def one(self, point, config, bw_mib):
+        """One migration; bw_mib None: no cap on either VMM."""
         kind = "qemu" if config.startswith("qemu") else "kvmove"
-        src = self.boot(kind)
+        src = self.boot(kind, POLICY_GUEST if bw_mib else UNSHAPED_GUEST)
         anchor = settle(src)
         before = rate_between(verify_points(src.console, anchor))
         mark = len(src.console)
         port = vmm.free_port()
-        row = {"config": config, "bandwidth_mib": bw_mib}
+        row = {"point": point, "config": config, "bandwidth_mib": bw_mib}
         t0 = vmm.now()
         try:
             if kind == "kvmove":
                 dst = self.new(vmm.Kvmove, self.kvmove)
                 dst.incoming("127.0.0.1", port)
-                params = {"bandwidth": bw_mib, "downtime-ms": 100, "max-rounds": 30}
+                params = {"downtime-ms": 100, "max-rounds": 30}
+                if bw_mib:
+                    params["bandwidth"] = bw_mib
                 # (kvmove's cap holds in post-copy too)
                 params.update({"kvmove-autoconverge": {"policy": "auto-converge"},
                                "kvmove-postcopy": {"policy": "postcopy"},
@@ -142,9 +149,11 @@ class Run:
             else:
                 caps = {"auto-converge": config == "qemu-autoconverge",
                         "postcopy-ram": config == "qemu-postcopy"}
-                # the same cap in post-copy (QEMU's default there: none)
-                params = {"max-bandwidth": bw_mib * MIB, "downtime-limit": 100,
-                          "max-postcopy-bandwidth": bw_mib * MIB}
+                # the same cap in post-copy (QEMU's default there: none);
+                # unshaped: far above loopback (QEMU's default is 128 MiB/s)
+                cap = bw_mib * MIB if bw_mib else 1 << 40
+                params = {"max-bandwidth": cap, "downtime-limit": 100,
+                          "max-postcopy-bandwidth": bw_mib * MIB if bw_mib else 0}
                 dst = self.new(vmm.Qemu)
                 dst.incoming(src, "127.0.0.1", port, caps, params)
                 status, st = self.qemu_migrate(src, dst, caps, params)
@@ -180,8 +189,8 @@ class Run:
                 row["verified"] = "FAIL: %s" % str(e)[:100]
         self.done(src)
         self.done(dst)
-        log("%-18s %s total %s ms, downtime %s ms, felt %s ms, guest %s -> %s MiB/s, %s"
-            % (config, status, row.get("total_ms"), row.get("downtime_ms"), row.get("felt_ms"),
+        log("%-8s %-18s %s total %s ms, downtime %s ms, felt %s ms, guest %s -> %s MiB/s, %s"
+            % (point, config, status, row.get("total_ms"), row.get("downtime_ms"), row.get("felt_ms"),
                row.get("rate_before"), row.get("rate_during"), row.get("verified")))
         return row
 
@@ -216,6 +225,31 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def policy_table(title, rows):
+    L = ["", title, "",
+         "Medians over the repetitions. Guest rate: what the guest wrote (MiB/s) during the "
+         "migration, against before it.", "",
+         "| config | converged | total ms | downtime ms | felt ms | rounds | throttle | "
+         "guest MiB/s during / before | post-copy p50/p99 fault us | verified |",
+         "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+    configs = []
+    for r in rows:
+        if r["config"] not in configs:
+            configs.append(r["config"])
+    for c in configs:
+        rs = [r for r in rows if r["config"] == c]
+        ok = [r for r in rs if r.get("status") == "completed"]
+        def m(key, among):
+            v = med([r.get(key) for r in among])
+            return "-" if v is None else ("%g" % v if isinstance(v, float) else str(v))
+        L.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |" % (
+            c, len(ok), len(rs), m("total_ms", ok), m("downtime_ms", ok), m("felt_ms", ok),
+            m("rounds", ok), m("throttle", ok), m("rate_during", rs), m("rate_before", rs),
+            m("fault_p50_us", ok), m("fault_p99_us", ok),
+            ", ".join(sorted({str(r.get("verified", "-")) for r in rs}))))
+    return L
+
+
 def report(out, throttle_rows, rows, link, dirty):
     L = ["# Convergence: kvmove and QEMU when the guest out-dirties the link", "",
          "Host: nested PVM KVM (`kvm_pvm`), 2 cores; every figure from one run of "
@@ -225,27 +259,16 @@ def report(out, throttle_rows, rows, link, dirty):
     for r in throttle_rows:
         L.append("| %d %% | %.1f | %.3f | %.2f |" % (r["percent"], r["mib_s"] or 0,
                                                  r["of_unthrottled"] or 0, r["ideal"]))
-    L += ["", "## Policies (guest dirties %.1f MiB/s under dirty logging; link capped at "
-          "%d MiB/s for both VMMs; 512 MiB guest, 64 MiB working set)" % (dirty, link), "",
-          "Medians over the repetitions. Guest rate: what the guest wrote (MiB/s) during the "
-          "migration, against before it.", "",
-          "| config | converged | total ms | downtime ms | felt ms | rounds | throttle | "
-          "guest MiB/s during / before | post-copy p50/p99 fault us | verified |",
-          "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
-    configs = []
-    for r in rows:
-        if r["config"] not in configs:
-            configs.append(r["config"])
-    for c in configs:
-        rs = [r for r in rows if r["config"] == c]
-        ok = [r for r in rs if r.get("status") == "completed"]
-        L.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |" % (
-            c, len(ok), len(rs), med([r.get("total_ms") for r in ok]),
-            med([r.get("downtime_ms") for r in ok]), med([r.get("felt_ms") for r in ok]),
-            med([r.get("rounds") for r in ok]), med([r.get("throttle") for r in ok]),
-            med([r.get("rate_during") for r in rs]), med([r.get("rate_before") for r in rs]),
-            med([r.get("fault_p50_us") for r in ok]), med([r.get("fault_p99_us") for r in ok]),
-            ", ".join(sorted({str(r.get("verified", "-")) for r in rs}))))
+    titles = {
+        "capped": "## Policies on a capped link (guest dirties %.1f MiB/s under dirty logging; "
+                  "link capped at %d MiB/s for both VMMs; 512 MiB guest, 64 MiB working set)"
+                  % (dirty, link),
+        "unshaped": "## Policies, unshaped (the guest writes as fast as it can; no bandwidth "
+                    "cap on either VMM; 512 MiB guest, 64 MiB working set)"}
+    for point in ("capped", "unshaped"):
+        prow = [r for r in rows if r.get("point") == point]
+        if prow:
+            L += policy_table(titles[point], prow)
     errs_t = [abs(r["pred_total_ms"] - r["total_ms"]) / r["total_ms"] for r in rows
               if r.get("pred_total_ms") and r.get("total_ms")]
     errs_d = [abs(r["pred_downtime_ms"] - r["downtime_ms"]) for r in rows
@@ -266,7 +289,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=2, help="repetitions on the capped link")
+    ap.add_argument("--unshaped-reps", type=int, default=1,
+                    help="repetitions unshaped (0: skip that point)")
     ap.add_argument("--configs", default="kvmove-autoconverge,kvmove-postcopy,kvmove-hybrid,"
                     "kvmove-auto,qemu-autoconverge,qemu-postcopy")
     args = ap.parse_args()
@@ -281,7 +306,10 @@ def main():
         configs = args.configs.split(",")
         for rep in range(args.reps):
             for c in configs:      # interleaved: each config sees the same host
-                rows.append(r.one(c, link))
+                rows.append(r.one("capped", c, link))
+        for rep in range(args.unshaped_reps):
+            for c in configs:
+                rows.append(r.one("unshaped", c, None))
         keys = sorted({k for row in rows for k in row})
         with open(os.path.join(out, "results.csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
