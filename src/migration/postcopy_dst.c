@@ -276,14 +276,17 @@ static int place(void *opaque, uint64_t page, const uint8_t *data, struct kv_err
 	r = uffd_place(pc->uffd, &pc->vm->mem, page, data);
 	if (r && r != -EEXIST)
 		return kv_errf_sys(err, -r, "placing page 0x%" PRIx64, ram_page_gpa(pc->vm, page));
+	/* under wmu, as the fault thread tests 'have' and sets 'asked': else
+	 * each could miss the other's store, and a request answered here
+	 * would stay pending for ever (its slot lost; PEND_CAP of them and no
+	 * fault is asked for any more) */
+	pthread_mutex_lock(&pc->wmu);
 	set_bit(pc->have, page);
+	if (test_bit(pc->asked, page))
+		note_latency(pc, page);
+	pthread_mutex_unlock(&pc->wmu);
 	__atomic_sub_fetch(&pc->left, 1, __ATOMIC_ACQ_REL);
 	mem_mark_dirty(&pc->vm->mem, ram_page_gpa(pc->vm, page), MEM_PAGE_SIZE);
-	if (test_bit(pc->asked, page)) {
-		pthread_mutex_lock(&pc->wmu);
-		note_latency(pc, page);
-		pthread_mutex_unlock(&pc->wmu);
-	}
 	return 0;
 }
 

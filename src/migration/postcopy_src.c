@@ -249,16 +249,19 @@ static void rpath_stop(struct rpath *rp)
 static unsigned take_urgent(struct rpath *rp, struct migration *m, uint64_t *out,
 			    uint64_t *cursor)
 {
-	unsigned k = 0;
+	unsigned k = 0, i;
 
 	pthread_mutex_lock(&rp->mu);
-	for (unsigned i = 0; i < rp->n && k < MIG_RAM_BATCH; i++) {
+	for (i = 0; i < rp->n && k < MIG_RAM_BATCH; i++) {
 		uint64_t p = rp->pages[i];
 		if (m->rs.dirty[p / 64] & (1ull << (p % 64)))
 			out[k++] = p;
 		*cursor = p + 1;	/* the guest is likely to want what follows */
 	}
-	rp->n = 0;
+	/* what did not fit in this record stays for the next: a request
+	 * dropped here would wait for the background push */
+	memmove(rp->pages, rp->pages + i, (rp->n - i) * sizeof(rp->pages[0]));
+	rp->n -= i;
 	pthread_mutex_unlock(&rp->mu);
 	if (*cursor >= m->vm->mem.npages)
 		*cursor = 0;
