@@ -176,22 +176,33 @@ static ssize_t tls_readv(struct channel *ch, const struct iovec *iov, int cnt,
 	return (ssize_t)got;
 }
 
+/* Send what gnutls_record_cork() held (its bytes were counted when corked): 0 sent or
+ * nothing held, -EAGAIN, or an error. */
+static int uncork(struct tls_chan *t, struct kv_err *err)
+{
+	ssize_t r;
+
+	if (!t->tx_corked)
+		return 0;
+	do
+		r = gnutls_record_uncork(t->sess, 0);
+	while (r == GNUTLS_E_INTERRUPTED);
+	if (r == GNUTLS_E_AGAIN)
+		return -EAGAIN;
+	if (r < 0)
+		return io_error(t, r, "write", err);
+	t->tx_corked = false;
+	return 0;
+}
+
 /* Send what an earlier call left in GnuTLS: >0 bytes of the caller's that
  * it carried, 0 nothing was left, <0 -EAGAIN or an error. */
 static ssize_t resume(struct tls_chan *t, struct kv_err *err)
 {
-	ssize_t r;
+	ssize_t r = uncork(t, err);
 
-	if (t->tx_corked) {
-		do
-			r = gnutls_record_uncork(t->sess, 0);
-		while (r == GNUTLS_E_INTERRUPTED);
-		if (r == GNUTLS_E_AGAIN)
-			return -EAGAIN;
-		if (r < 0)
-			return io_error(t, r, "write", err);
-		t->tx_corked = false;	/* these bytes were counted when corked */
-	}
+	if (r)
+		return r;
 	if (t->tx_retry) {
 		/* GnuTLS keeps the record it could not finish; NULL resumes it
 		 * and returns the bytes of ours it holds */
@@ -290,20 +301,8 @@ static ssize_t tls_writev(struct channel *ch, const struct iovec *iov, int cnt,
 
 static int tls_flush(struct channel *ch, struct kv_err *err)
 {
-	struct tls_chan *t = (struct tls_chan *)ch;
-	ssize_t r;
-
-	if (!t->tx_corked)
-		return 0;	/* a record held for tx_retry is not ours yet to flush */
-	do
-		r = gnutls_record_uncork(t->sess, 0);
-	while (r == GNUTLS_E_INTERRUPTED);
-	if (r == GNUTLS_E_AGAIN)
-		return -EAGAIN;
-	if (r < 0)
-		return io_error(t, r, "write", err);
-	t->tx_corked = false;
-	return 0;
+	/* a record held for tx_retry is not ours yet to flush */
+	return uncork((struct tls_chan *)ch, err);
 }
 
 static size_t tls_pending(const struct channel *ch)
