@@ -11,6 +11,9 @@ PKGS=(
   libgnutls28-dev  # TLS channels (src/state/channel_tls.c)
   gnutls-bin       # certtool: making x509 credentials (docs/TLS.md)
   libseccomp-dev libcap-ng-dev   # the incoming VMM's sandbox
+  # the cluster (docs/CLUSTER.md): etcd is its store, spoken to over etcd's
+  # v3 JSON gateway with libcurl; etcdctl only for operators and tests
+  etcd-server etcd-client libcurl4-openssl-dev
   # tests: the peer VMM, and tools the integration tests use
   qemu-system-x86 python3 iproute2 procps iputils-ping
   # Linux guests (guest/linux/, docs/linux-guests.md): Debian's kernel (in a
