@@ -45,6 +45,11 @@ static void usage(FILE *f)
 	      "  --lock PATH          the VM's lock file on shared storage: only the\n"
 	      "                       process holding it may run the VM; migration\n"
 	      "                       hands it over (use the same file on both hosts)\n"
+	      "  --etcd URL[,URL...]  the VM belongs to a kvmove cluster with this etcd\n"
+	      "  --node NAME          ... and this host is its node NAME: the VM runs only\n"
+	      "                       while its owner key in etcd names this node, and a\n"
+	      "                       migration hands it over by compare-and-swap on that\n"
+	      "                       key (docs/CLUSTER.md).  The agent passes these\n"
 	      "  --tls-psk FILE       migrate over TLS 1.3 with this pre-shared key file\n"
 	      "                       (QEMU's keys.psk format; 'kvmove keygen' makes one)\n"
 	      "  --tls-creds DIR      migrate over TLS 1.3 with x509 credentials in DIR\n"
@@ -203,6 +208,8 @@ int cmd_run(int argc, char **argv)
 		{ "control", required_argument, NULL, 'S' },
 		{ "paused", no_argument, NULL, 'P' },
 		{ "lock", required_argument, NULL, 'L' },
+		{ "etcd", required_argument, NULL, 'e' },
+		{ "node", required_argument, NULL, 'o' },
 		{ "incoming", required_argument, NULL, 'I' },
 		{ "restore", required_argument, NULL, 'R' },
 		{ "max-mem", required_argument, NULL, 'X' },
@@ -256,6 +263,8 @@ int cmd_run(int argc, char **argv)
 		case 'S': o.control = optarg; break;
 		case 'P': o.start_paused = true; break;
 		case 'L': o.lock = optarg; break;
+		case 'e': o.etcd = optarg; break;
+		case 'o': o.node = optarg; break;
 		case 'I': o.incoming = optarg; break;
 		case 'R': o.restore = optarg; break;
 		case 'D':
@@ -357,6 +366,11 @@ int cmd_run(int argc, char **argv)
 	if (o.insecure)
 		fprintf(stderr, "kvmove run: WARNING: --insecure: migrations of this VMM are not "
 			"encrypted and its peer is not authenticated\n");
+	if (!!o.etcd != !!o.node) {
+		fprintf(stderr, "kvmove run: --etcd and --node go together (a cluster VM: "
+			"its owner key names the node that may run it)\n");
+		return KV_EXIT_USAGE;
+	}
 	if (o.incoming && !o.allow.expect) {
 		fprintf(stderr, "kvmove run: --incoming needs --expect NAME: the VM this "
 			"destination takes (a destination never runs whatever VM connects)\n");

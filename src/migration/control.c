@@ -15,7 +15,7 @@
 #include "core/vm.h"
 #include "migration/secure.h"
 #include "migration/source_internal.h"
-#include "migration/vmlock.h"
+#include "migration/arbiter.h"
 
 static void *source_main(void *arg)
 {
@@ -56,7 +56,7 @@ static void make_id(char out[33])
 		snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
+int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	      const struct mig_tls *tls, const struct mig_params *p, mig_event_fn ev,
 	      void *ev_opaque, struct kv_err *err)
 {
@@ -79,7 +79,7 @@ int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
 		return kv_errf(err, ENOMEM, "migration");
 	m->vm = vm;
 	m->tls = tls;
-	m->lock = lock && lock->fd >= 0 ? lock : NULL;
+	m->arb = arb;
 	m->p = *p;
 	m->ev = ev;
 	m->ev_opaque = ev_opaque;

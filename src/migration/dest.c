@@ -33,7 +33,7 @@
 #include "migration/proto.h"
 #include "migration/secure.h"
 #include "migration/ram.h"
-#include "migration/vmlock.h"
+#include "migration/arbiter.h"
 #include "state/stream.h"
 
 
@@ -224,8 +224,11 @@ static int take_and_resume(struct mig_incoming *in, struct kv_err *err)
 {
 	int r;
 
-	if (in->lock) {
-		r = vmlock_acquire(in->lock, err);
+	if (in->arb) {
+		/* the commit point: in a cluster, the CAS on the owner key.  An
+		 * arbiter we cannot reach is asked again until it answers: giving
+		 * up with an unknown outcome could leave the VM nowhere */
+		r = arbiter_acquire(in->arb, in->id, ARBITER_WAIT_FOREVER, err);
 		if (r)
 			return kv_err_prefix(err, r, "not resuming");
 	}
@@ -240,8 +243,8 @@ static int take_and_resume(struct mig_incoming *in, struct kv_err *err)
 	}
 	/* Holding the locks means "I run the VM": never keep them if we don't,
 	 * or the source would believe we do and the VM would be lost. */
-	if (r && in->lock)
-		vmlock_release(in->lock);
+	if (r && in->arb)
+		(void)arbiter_release(in->arb, in->id, NULL);
 	return r;
 }
 

@@ -21,7 +21,7 @@
 #include "migration/proto.h"
 
 struct vm;
-struct vmlock;
+struct arbiter;
 
 enum mig_status {
 	MIG_NONE,
@@ -90,7 +90,7 @@ int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mi
 struct mig_tls;
 /* tls: the VMM's credentials (secure.h); a tcp: migration needs them, or
  * the VMM's --insecure. */
-int mig_start(struct migration **out, struct vm *vm, struct vmlock *lock,
+int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	      const struct mig_tls *tls, const struct mig_params *p, mig_event_fn ev,
 	      void *ev_opaque, struct kv_err *err);
 /* Ask it to stop; too late (-EBUSY) once GO was sent. */
@@ -128,7 +128,7 @@ struct mig_incoming {
 	const char *file;		/* file to restore from, or NULL */
 	bool keep_file;			/* do not remove it once the VM runs */
 	struct mig_host host;		/* what this host offers (preflight) */
-	struct vmlock *lock;		/* may be NULL */
+	struct arbiter *arb;		/* who may run the VM (arbiter.h); may be NULL */
 	const struct mig_tls *tls;	/* how sources must connect (secure.h) */
 	bool postcopy_ok;		/* offer post-copy (userfaultfd works here) */
 	mig_build_fn build;

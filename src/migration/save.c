@@ -16,7 +16,7 @@
 #include "migration/devstate.h"
 #include "migration/proto.h"
 #include "migration/source_internal.h"
-#include "migration/vmlock.h"
+#include "migration/arbiter.h"
 
 
 /* Pause the VM and write it to path (via path.tmp, fsync, rename).  On
@@ -43,7 +43,7 @@ static int save_file(struct migration *m, const char *path, struct kv_err *err)
 			       json_pack("{s:s, s:i, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
 					 "version", MIG_VERSION, "role", "file", "vm",
 					 m->vm->cfg.name, "capabilities"), err)) ||
-	    (r = mig_send_json(&m->s, MIG_REC_CONFIG, mig_config_to_json(m->vm, m->lock != NULL),
+	    (r = mig_send_json(&m->s, MIG_REC_CONFIG, mig_config_to_json(m->vm, m->arb != NULL),
 			       err)) ||
 	    (r = ram_send_all(&m->rs, err)) || (r = devstate_send_all(m->vm, &m->s, err)) ||
 	    (r = mig_send_end(&m->s, MIG_REC_STATE_END, &(struct mig_end){
@@ -85,8 +85,14 @@ void src_run_save(struct migration *m)
 	m->downtime_ms = src_now_ms() - m->t_pause;	/* until the file is safe */
 	pthread_mutex_unlock(&m->mu);
 	vm_release_resources(m->vm);
-	if (m->lock)
-		vmlock_release(m->lock);
+	if (m->arb && arbiter_release(m->arb, NULL, &err)) {
+		/* we still own the VM: it goes on here, and the file cannot be
+		 * restored anywhere (a restore must take the arbiter first) */
+		kv_err_prefix(&err, -EIO, "saved, but could not let go of the VM");
+		(void)vm_acquire_resources(m->vm, NULL);
+		src_rollback(m, NULL, &err);
+		return;
+	}
 	src_finish_completed(m, "saved to a file");
 }
 

@@ -33,7 +33,7 @@
 #include "migration/proto.h"
 #include "migration/secure.h"
 #include "migration/ram.h"
-#include "migration/vmlock.h"
+#include "migration/arbiter.h"
 #include "migration/source_internal.h"
 #include "state/stream.h"
 
@@ -174,7 +174,7 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 	m->peer_postcopy = mig_hello_has_cap(j, "postcopy");
 	json_decref(j);
 
-	cfg = mig_config_to_json(m->vm, m->lock != NULL);
+	cfg = mig_config_to_json(m->vm, m->arb != NULL);
 	json_object_set_new(cfg, "check-only", json_boolean(m->p.check_only));
 	if (m->p.via[0])
 		json_object_set_new(cfg, "quick", json_true());
@@ -315,10 +315,36 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 	pthread_mutex_lock(&m->mu);
 	m->go_sent = true;	/* from here on, cancel is refused */
 	pthread_mutex_unlock(&m->mu);
-	/* let go of everything that says "I run this VM": disks, then the lock */
+	/* let go of everything that says "I run this VM": disks, then the
+	 * arbiter.  An arbiter that cannot be released (etcd unreachable) ends
+	 * the hand-over before GO: the destination never takes the VM without
+	 * GO, so it goes on here */
 	vm_release_resources(m->vm);
-	if (m->lock)
-		vmlock_release(m->lock);
+	if (m->arb && (r = arbiter_release(m->arb, m->id, &err))) {
+		char why[KV_ERR_MAX];
+		snprintf(why, sizeof(why), "%s", err.msg);
+		/* taken back, or the store is unreachable: either way nobody else
+		 * can take the VM (the destination waits for GO).  Only when the
+		 * store names another owner does the VM stay paused here. */
+		r = arbiter_acquire(m->arb, m->id, 5000, NULL);
+		json_decref(payload);
+		if (r == -EAGAIN) {
+			kv_errf(&err, EIO, "could not hand the VM over (%s), and the cluster "
+				"says it belongs elsewhere: it stays paused here", why);
+			mig_send_error(ps, "switchover", err.msg);
+			src_set_fail(m, "switchover", &err, -EIO);
+			src_set_status(m, MIG_FAILED);
+			return 1;
+		}
+		(void)vm_acquire_resources(m->vm, NULL);
+		kv_errf(&err, EIO, "could not hand the VM over (%s); it runs on here", why);
+		mig_send_error(ps, "switchover", err.msg);	/* the destination gives up */
+		src_set_fail(m, "switchover", &err, -EIO);
+		dirty_log_stop(m->vm);
+		src_resume_vm(m);
+		src_set_status(m, MIG_FAILED);
+		return 1;
+	}
 	if (payload)
 		r = mig_send_json(ps, type, payload, &err);
 	else
@@ -345,7 +371,8 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 	 * take the lock, or not restore the image): it exits without running
 	 * it, so the VM resumes here, its resources taken back first. */
 	if (r == -ECANCELED && !m->postcopy &&
-	    (!m->lock || !vmlock_acquire(m->lock, NULL)) && !vm_acquire_resources(m->vm, NULL)) {
+	    (!m->arb || !arbiter_acquire(m->arb, m->id, ARBITER_WAIT_FOREVER, NULL)) &&
+	    !vm_acquire_resources(m->vm, NULL)) {
 		char why[KV_ERR_MAX];
 		snprintf(why, sizeof(why), "%s", err.msg);
 		kv_errf(&err, EIO, "the destination did not take the VM (%s); it runs on here",
@@ -357,12 +384,15 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 		return 1;
 	}
 
-	/* The channel broke after GO: who runs the VM now?  The arbiter is the
-	 * VM lock and the disk locks: the destination takes all of them before
-	 * it runs the guest, so if we can take all of them back, it never will. */
-	if (m->lock || vm_has_resources(m->vm)) {
+	/* The channel broke after GO: who runs the VM now?  The arbiter (the
+	 * owner key in etcd, the VM lock file) and the disk locks: the
+	 * destination takes all of them before it runs the guest, so if we can
+	 * take all of them back, it never will.  An arbiter we cannot reach is
+	 * asked until it answers: the VM stays paused meanwhile, never runs
+	 * twice. */
+	if (m->arb || vm_has_resources(m->vm)) {
 		struct kv_err lerr;
-		int rl = m->lock ? vmlock_acquire(m->lock, &lerr) : 0;
+		int rl = m->arb ? arbiter_acquire(m->arb, m->id, ARBITER_WAIT_FOREVER, &lerr) : 0;
 		int rr = rl ? rl : vm_acquire_resources(m->vm, &lerr);
 
 		char why[KV_ERR_MAX];
@@ -377,8 +407,8 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 			src_set_status(m, MIG_FAILED);
 			return 1;
 		}
-		if (!rl && m->lock)
-			vmlock_release(m->lock);	/* the destination holds the disks */
+		if (!rl && m->arb)
+			(void)arbiter_release(m->arb, m->id, NULL);	/* it holds the disks */
 		if (m->postcopy)
 			return 0;	/* it runs the VM and needs our pages */
 		pthread_mutex_lock(&m->mu);

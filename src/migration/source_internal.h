@@ -24,7 +24,7 @@
 
 struct migration {
 	struct vm *vm;
-	struct vmlock *lock;
+	struct arbiter *arb;	/* who may run the VM (arbiter.h); may be NULL */
 	const struct mig_tls *tls;	/* the VMM's credentials (secure.h) */
 	struct mig_params p;
 	mig_event_fn ev;

@@ -1,6 +1,10 @@
 #define _GNU_SOURCE
 #include "migration/vmlock.h"
 
+#include <stdlib.h>
+
+#include "migration/arbiter.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -52,4 +56,61 @@ void vmlock_close(struct vmlock *l)
 		close(l->fd);	/* closing the description drops the lock */
 	l->fd = -1;
 	l->held = false;
+}
+
+/* ---- the lock file as an arbiter (arbiter.h); tokens mean nothing here ---- */
+
+static int lf_acquire(struct arbiter *a, const char *token, unsigned wait_ms,
+		      struct kv_err *err)
+{
+	return vmlock_acquire(a->priv, err);
+}
+
+static int lf_release(struct arbiter *a, const char *token, struct kv_err *err)
+{
+	vmlock_release(a->priv);
+	return 0;
+}
+
+static int lf_held(struct arbiter *a)
+{
+	return ((struct vmlock *)a->priv)->held;
+}
+
+static void lf_destroy(struct arbiter *a)
+{
+	vmlock_close(a->priv);
+	free(a->priv);
+	free(a);
+}
+
+static const struct arbiter_ops lockfile_ops = {
+	.name = "lock file",
+	.acquire = lf_acquire,
+	.release = lf_release,
+	.held = lf_held,
+	.destroy = lf_destroy,
+};
+
+int arbiter_lockfile_new(struct arbiter **out, const char *path, struct kv_err *err)
+{
+	struct arbiter *a = calloc(1, sizeof(*a));
+	struct vmlock *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!a || !l) {
+		free(a);
+		free(l);
+		return kv_errf(err, ENOMEM, "lock");
+	}
+	r = vmlock_open(l, path, err);
+	if (r) {
+		free(a);
+		free(l);
+		return r;
+	}
+	a->ops = &lockfile_ops;
+	a->priv = l;
+	*out = a;
+	return 0;
 }

@@ -71,7 +71,7 @@ int qmp_migrate(void *opaque, json_t *args, json_t **ret, struct kv_err *err)
 		/* mig_start refuses a VM that cannot move (shut down) */
 		mig_destroy(vmm->mig);
 		vmm->mig = NULL;
-		r = mig_start(&vmm->mig, vmm->vm, vmm->lock, &vmm->tls, &p, on_mig_event, vmm,
+		r = mig_start(&vmm->mig, vmm->vm, vmm->arb, &vmm->tls, &p, on_mig_event, vmm,
 			      err);
 	}
 	pthread_mutex_unlock(&vmm->mig_lock);

@@ -13,7 +13,7 @@
 #include "core/vcpu_info.h"
 #include "core/vm.h"
 #include "migration/migration.h"
-#include "migration/vmlock.h"
+#include "migration/arbiter.h"
 #include "vmm/cmds.h"
 #include "vmm/vmm.h"
 #include "vmm/sandbox.h"
@@ -85,22 +85,22 @@ static int cmd_query_status(void *opaque, json_t *args, json_t **ret, struct kv_
 /*
  * A migrated VM runs again here only if the arbiter says the destination
  * let go: it holds the VM's lock (and disk locks) while it runs it, and the
- * kernel frees them when its VMM dies.  Without a lock nothing can tell,
- * so it never does.
+ * kernel frees them when its VMM dies; in a cluster the owner key must name
+ * this node again.  Without an arbiter nothing can tell, so it never does.
  */
 static int take_back(struct vmm *vmm, struct kv_err *err)
 {
 	int r;
 
-	if (!vmm->lock)
+	if (!vmm->arb)
 		return kv_errf(err, EPERM, "the VM was migrated away and runs elsewhere; without "
 			       "a lock file (--lock) there is no way to know that the destination "
 			       "stopped, so it cannot run here again");
-	if ((r = vmlock_acquire(vmm->lock, err)))
+	if ((r = arbiter_acquire(vmm->arb, NULL, 5000, err)))
 		return kv_err_prefix(err, r, "the VM was migrated away and its destination still "
 				     "holds it");
 	if ((r = vm_acquire_resources(vmm->vm, err))) {
-		vmlock_release(vmm->lock);
+		(void)arbiter_release(vmm->arb, NULL, NULL);
 		return kv_err_prefix(err, r, "the VM was migrated away");
 	}
 	mig_destroy(vmm->mig);	/* this copy is the VM again */

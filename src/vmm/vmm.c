@@ -30,7 +30,8 @@
 #include "devices/virtio_net.h"
 #include "devices/uart8250.h"
 #include "migration/migration.h"
-#include "migration/vmlock.h"
+#include "migration/arbiter.h"
+#include "cluster/arbiter_etcd.h"
 
 #define KERNEL_MAX (512u << 20)
 #define INITRD_MAX (2048u << 20)
@@ -242,20 +243,31 @@ static int setup_signals(struct vmm *vmm, struct kv_err *err)
 
 static int setup_lock(struct vmm *vmm, struct kv_err *err)
 {
+	const char *name = vmm->opts.incoming || vmm->opts.restore ? vmm->opts.allow.expect
+								    : vmm->opts.name;
+	struct arbiter *a = NULL;
 	int r;
 
-	if (!vmm->opts.lock)
-		return 0;
-	vmm->lock = calloc(1, sizeof(*vmm->lock));
-	if (!vmm->lock)
-		return kv_errf(err, ENOMEM, "lock");
-	r = vmlock_open(vmm->lock, vmm->opts.lock, err);
-	if (r)
-		return r;
+	/* the cluster's owner key first (the commit point), the lock file on
+	 * shared storage second */
+	if (vmm->opts.etcd) {
+		if (!name)
+			return kv_errf(err, EINVAL, "a cluster VM needs a name (--name, --expect)");
+		r = arbiter_etcd_new(&a, vmm->opts.etcd, name, vmm->opts.node, err);
+		if (r)
+			return r;
+		arbiter_chain(&vmm->arb, a);
+	}
+	if (vmm->opts.lock) {
+		r = arbiter_lockfile_new(&a, vmm->opts.lock, err);
+		if (r)
+			return r;
+		arbiter_chain(&vmm->arb, a);
+	}
 	/* A VM that boots here owns itself from the start; an incoming one
 	 * only once the source has let go (at GO, or from a saved file). */
-	if (!vmm->opts.incoming && !vmm->opts.restore)
-		return vmlock_acquire(vmm->lock, err);
+	if (vmm->arb && !vmm->opts.incoming && !vmm->opts.restore)
+		return arbiter_acquire(vmm->arb, NULL, 10000, err);
 	return 0;
 }
 
@@ -488,7 +500,7 @@ static int run_incoming(struct vmm *vmm)
 		    vmm->defer_uri : vmm->opts.incoming;
 	j->in.file = vmm->opts.restore;
 	j->in.keep_file = vmm->opts.keep_image;
-	j->in.lock = vmm->lock;
+	j->in.arb = vmm->arb;
 	j->in.tls = &vmm->tls;
 	j->in.build = build_vm;
 	j->in.opaque = vmm;
@@ -498,7 +510,7 @@ static int run_incoming(struct vmm *vmm)
 	j->in.postcopy_ok = uffd_supported();
 	j->in.cancel = &j->cancel;
 	j->in.host.max_mem = vmm->opts.max_mem;
-	j->in.host.has_lock = vmm->lock != NULL;
+	j->in.host.has_lock = vmm->arb != NULL;
 	j->in.host.allow = &vmm->opts.allow;
 	if (mig_host_probe(&j->in.host, &j->supported, &j->err)) {
 		fprintf(stderr, "kvmove: %s\n", j->err.msg);
@@ -672,9 +684,9 @@ void vmm_destroy(struct vmm *vmm)
 	ctl_server_destroy(vmm->ctl);
 	vmm->ctl = NULL;
 	vm_destroy(vmm->vm);
-	if (vmm->lock) {
-		vmlock_close(vmm->lock);
-		free(vmm->lock);
+	if (vmm->arb) {
+		arbiter_destroy(vmm->arb);
+		vmm->arb = NULL;
 	}
 	if (vmm->console_fd > STDERR_FILENO)
 		close(vmm->console_fd);

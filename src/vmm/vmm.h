@@ -38,6 +38,8 @@ struct vmm_options {
 	const char *incoming;	/* tcp:HOST:PORT: wait for a migration */
 	const char *restore;	/* restore a saved VM from this file */
 	const char *lock;	/* per-VM lock file on shared storage */
+	const char *etcd;	/* --etcd: a cluster VM; its owner key decides who runs it */
+	const char *node;	/* --node: this host's name in that cluster */
 	uint64_t max_mem;	/* incoming: refuse bigger VMs (0 = free RAM) */
 	unsigned max_vcpus;	/* incoming: refuse more vCPUs (0 = KVM's limit) */
 	/* incoming and restore: what the VM is and may use (--expect,
@@ -65,7 +67,7 @@ struct vmm {
 	int console_fd;		/* where guest output goes */
 	int input_fd;		/* where guest input comes from, or -1 */
 	int signal_fd;
-	struct vmlock *lock;	/* NULL without --lock */
+	struct arbiter *arb;	/* who may run the VM: etcd, lock file (NULL: neither) */
 	pthread_mutex_t mig_lock;	/* guards mig: commands vs. teardown */
 	struct migration *mig;	/* the last outgoing migration */
 	struct incoming_job *inc;	/* the incoming migration (or restore) */
