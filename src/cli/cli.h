@@ -33,4 +33,14 @@ int cmd_save(int argc, char **argv);
 /* kvmove keygen [--identity NAME] [--force] FILE: a new TLS pre-shared key. */
 int cmd_keygen(int argc, char **argv);
 
+/* The cluster verbs (docs/CLUSTER.md); argv[0] is the verb, argv[1] the
+ * subverb.  kvmove cluster init|status */
+int cmd_cluster(int argc, char **argv);
+/* kvmove node list|show|set */
+int cmd_node(int argc, char **argv);
+/* kvmove vm create|start|stop|delete|list|show|migrate */
+int cmd_vm(int argc, char **argv);
+/* kvmove migration list */
+int cmd_migration(int argc, char **argv);
+
 #endif

@@ -20,6 +20,12 @@ static void usage(FILE *f)
 	      "  save     save a VM to a file and stop it (kvmove run --restore FILE)\n"
 	      "  keygen   write a new pre-shared key file for TLS between hosts\n"
 	      "\n"
+	      "Cluster verbs (docs/CLUSTER.md; they talk to etcd):\n"
+	      "  cluster    init | status: the cluster's etcd\n"
+	      "  node       list | show | set: the hosts running 'kvmove agent'\n"
+	      "  vm         create | start | stop | delete | list | show | migrate\n"
+	      "  migration  list: queued, running and recent migrations\n"
+	      "\n"
 	      "Every verb takes --help.  Exit status: 0 ok, 1 failed, 2 usage error,\n"
 	      "5 the VMM's control socket could not be reached; migrate and save add\n"
 	      "3 refused at preflight, 4 cancelled, 6 indeterminate (see their --help).\n", f);
@@ -53,6 +59,14 @@ int main(int argc, char **argv)
 		return cmd_save(argc - 1, argv + 1);
 	if (!strcmp(verb, "keygen"))
 		return cmd_keygen(argc - 1, argv + 1);
+	if (!strcmp(verb, "cluster"))
+		return cmd_cluster(argc - 1, argv + 1);
+	if (!strcmp(verb, "node"))
+		return cmd_node(argc - 1, argv + 1);
+	if (!strcmp(verb, "vm"))
+		return cmd_vm(argc - 1, argv + 1);
+	if (!strcmp(verb, "migration"))
+		return cmd_migration(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove: unknown verb '%s'\n\n", verb);
 	usage(stderr);
 	return KV_EXIT_USAGE;
