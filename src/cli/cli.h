@@ -43,4 +43,7 @@ int cmd_vm(int argc, char **argv);
 /* kvmove migration list */
 int cmd_migration(int argc, char **argv);
 
+/* kvmove agent [options]: the node agent of a cluster (docs/CLUSTER.md). */
+int cmd_agent(int argc, char **argv);
+
 #endif

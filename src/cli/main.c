@@ -25,6 +25,7 @@ static void usage(FILE *f)
 	      "  node       list | show | set: the hosts running 'kvmove agent'\n"
 	      "  vm         create | start | stop | delete | list | show | migrate\n"
 	      "  migration  list: queued, running and recent migrations\n"
+	      "  agent      run this host's node agent (kvmove agent --help)\n"
 	      "\n"
 	      "Every verb takes --help.  Exit status: 0 ok, 1 failed, 2 usage error,\n"
 	      "5 the VMM's control socket could not be reached; migrate and save add\n"
@@ -67,6 +68,8 @@ int main(int argc, char **argv)
 		return cmd_vm(argc - 1, argv + 1);
 	if (!strcmp(verb, "migration"))
 		return cmd_migration(argc - 1, argv + 1);
+	if (!strcmp(verb, "agent"))
+		return cmd_agent(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove: unknown verb '%s'\n\n", verb);
 	usage(stderr);
 	return KV_EXIT_USAGE;
