@@ -44,6 +44,8 @@ static void usage(FILE *f)
 	      "  --run-dir DIR        VMM sockets, consoles and logs (default /run/kvmove)\n"
 	      "  --tls-psk FILE       the cluster's migration key (`kvmove keygen`; default\n"
 	      "                       with the embedded etcd: /var/lib/kvmove/cluster.psk)\n"
+	      "  --cluster-dir DIR    the embedded etcd's directory when no etcd is given\n"
+	      "                       (default /var/lib/kvmove, as `kvmove cluster init`)\n"
 	      "  --insecure           plaintext migrations (benchmarks and tests only)\n"
 	      "  --quick-dir DIR      shared directory for quick migrations (vm migrate --quick)\n"
 	      "  --lease-ttl S        the node's lease (default 6 s; renewed every TTL/3)\n"
@@ -92,6 +94,7 @@ int cmd_agent(int argc, char **argv)
 		{ "port-base", required_argument, NULL, 'p' },
 		{ "kvmove", required_argument, NULL, 'k' },
 		{ "x-hide-feature", required_argument, NULL, 'H' },
+		{ "cluster-dir", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -101,6 +104,7 @@ int cmd_agent(int argc, char **argv)
 	static struct embedded_result emb;
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct kv_err err;
+	const char *cluster_dir = NULL;
 	char *end;
 	unsigned long v;
 	int c;
@@ -158,6 +162,7 @@ int cmd_agent(int argc, char **argv)
 		case 'W': o.insecure = true; break;
 		case 'q': o.quick_dir = optarg; break;
 		case 'k': o.kvmove_bin = optarg; break;
+		case 'D': cluster_dir = optarg; break;
 		case 'h': usage(stdout); return KV_EXIT_OK;
 		default: usage(stderr); return KV_EXIT_USAGE;
 		}
@@ -188,7 +193,7 @@ int cmd_agent(int argc, char **argv)
 	o.etcd = ce.endpoints;
 	if (ce.source == CLUSTER_ETCD_DEFAULT) {
 		/* a newcomer's one-machine cluster: start the embedded etcd */
-		if (cluster_embedded_ensure_ex(NULL, &emb, &err)) {
+		if (cluster_embedded_ensure_ex(cluster_dir, &emb, &err)) {
 			fprintf(stderr, "kvmove agent: the embedded etcd: %s\n", err.msg);
 			return KV_EXIT_UNREACHABLE;
 		}
