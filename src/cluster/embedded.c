@@ -428,7 +428,7 @@ int cluster_embedded_ensure_ex(const char *dir, struct embedded_result *r,
 		return kv_errf_sys(err, errno, "%s", dir);
 	if (strlen(real) >= sizeof(r->dir) - 16)
 		return kv_errf(err, ENAMETOOLONG, "%s: path too long", real);
-	snprintf(r->dir, sizeof(r->dir), "%s", real);
+	snprintf(r->dir, sizeof(r->dir), "%.*s", (int)sizeof(r->dir) - 1, real);
 	snprintf(r->data_dir, sizeof(r->data_dir), "%s/etcd", r->dir);
 	snprintf(r->log_path, sizeof(r->log_path), "%s/etcd.log", r->dir);
 	snprintf(pidpath, sizeof(pidpath), "%s/etcd.pid", r->dir);
