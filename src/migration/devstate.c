@@ -19,7 +19,8 @@ static int send_section(struct stream *s, uint16_t type, const uint8_t *prefix, 
 
 	if (!buf)
 		return kv_errf(err, ENOMEM, "state buffer");
-	memcpy(buf, prefix, plen);
+	if (plen)
+		memcpy(buf, prefix, plen);	/* memcpy(.., NULL, 0) is undefined */
 	r = vmstate_save(d, state, buf + plen, cap - plen, &len, err);
 	if (!r)
 		r = stream_write(s, type, STREAM_F_MANDATORY, buf, (uint32_t)(plen + len), err);
