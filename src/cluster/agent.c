@@ -20,7 +20,7 @@
 
 #include "cluster/agent_int.h"
 
-#define PUBLISH_EVERY_S 10.0
+#define PUBLISH_EVERY_S 60.0	/* load and host free RAM alone: every minute */
 
 double agent_now(void)
 {

@@ -394,8 +394,16 @@ static void start_migrate(struct agent *a, struct smig *m, json_t *rec, const ch
 		json_object_set(args, "downtime-ms", dt);
 	if (json_is_string(pol))
 		json_object_set(args, "policy", pol);
-	if (json_is_true(json_object_get(rec, "quick")) && a->o.quick_dir)
+	if (json_is_true(json_object_get(rec, "quick"))) {
+		if (!a->o.quick_dir) {
+			json_decref(args);
+			json_object_set_new(rec, "refused", json_true());
+			finish(a, m, rec, "failed", "a quick migration needs a shared directory: "
+			       "this node's agent has no --quick-dir");
+			return;
+		}
 		json_object_set_new(args, "via", json_string(a->o.quick_dir));
+	}
 	json_object_set_new(rec, "network", json_string(m->nets[m->net]));
 	/* when the VMM was told (bench/cluster_scale.py: request to first byte) */
 	json_object_set_new(rec, "issued", json_real(wall_now()));

@@ -56,7 +56,7 @@ class Agent:
              "--mgmt-addr", "10.10.0.%d" % self.k, "--run-dir", self.run_dir,
              "--lease-ttl", str(self.c.lease_ttl), "--tls-psk", self.c.psk,
              # small VMs: offer more vCPUs than this 2-core machine has
-             "--cpus", "16"]
+             "--cpus", "16", "--quick-dir", self.c.quick_dir]
         for d in self.allow:
             a += ["--allow-disk", d]
         for n in range(self.c.mig_nets):
@@ -107,6 +107,7 @@ class Cluster:
         self.lease_ttl = lease_ttl
         self.prefix = "kc%d" % (os.getpid() % 10000)
         self.shared = "/tmp/%s-cluster/shared" % self.prefix
+        self.quick_dir = os.path.join(self.shared, "quick")
         self.etcd_ips = ["10.10.0.%d" % (201 + i) for i in range(etcd_members)]
         self.endpoints = ",".join("http://%s:%d" % (ip, ETCD_CLIENT_PORT)
                                   for ip in self.etcd_ips)
@@ -125,6 +126,7 @@ class Cluster:
         h.add_cleanup(self.down)
         sh("bash", CLUSTER_SH, "up", "-p", self.prefix, "-n", str(self.hosts),
            "--mig-nets", str(self.mig_nets), "--etcd", str(len(self.etcd_ips)))
+        os.makedirs(self.quick_dir, exist_ok=True)
         members = [(None, ip, ETCD_CLIENT_PORT, ETCD_PEER_PORT) for ip in self.etcd_ips]
         self.etcd = etcdlib.EtcdCluster(members, os.path.join(h.tmpdir, "etcd"),
                                         token=self.prefix)

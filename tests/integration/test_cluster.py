@@ -18,7 +18,8 @@ the management network, one real agent per host, verifying guests.
      and the queue was visible in `migration list`
   6. the first migration network cut (h2's mig0 down) before the first
      byte: the migration goes over the second one and says so
-  7. vm stop and delete
+  7. a quick migration (save/restore through the shared directory) by name
+  8. vm stop and delete
 """
 import os
 import subprocess
@@ -160,7 +161,12 @@ def test(h):
           "with mig0 down on h3 the migration went over %r: %r" % (rec.get("network"), rec))
     h.log("q1 to h3: attempts %s" % rec.get("attempts"))
 
-    # 7. stop and delete
+    # 7. quick migration through the shared directory
+    rec = c.migrate("q2", "--to", "h1", "--quick")
+    check_moved(c, "q2", "h2", "h1", rec)
+    h.log("quick migration of q2: %s" % rec.get("stats"))
+
+    # 8. stop and delete
     c.cli("vm", "stop", "q2")
     check(c.owner("q2") is None, "q2 still owned by %r after stop" % c.owner("q2"))
     c.cli("vm", "delete", "q2")
