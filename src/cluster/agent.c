@@ -33,16 +33,18 @@ double agent_now(void)
 void agent_log(struct agent *a, const char *fmt, ...)
 {
 	char msg[1024], when[32];
-	time_t t = time(NULL);
+	struct timespec ts;
 	struct tm tm;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	strftime(when, sizeof(when), "%H:%M:%S", localtime_r(&t, &tm));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	strftime(when, sizeof(when), "%H:%M:%S", localtime_r(&ts.tv_sec, &tm));
 	/* the agent is a daemon: its log is its standard error (journald) */
-	fprintf(stderr, "%s kvmove agent %s: %s\n", when, a->o.name, msg);
+	fprintf(stderr, "%s.%03ld kvmove agent %s: %s\n", when, ts.tv_nsec / 1000000, a->o.name,
+		msg);
 }
 
 int64_t agent_lease(struct agent *a)
@@ -196,6 +198,49 @@ static void publish(struct agent *a, const struct snap *s)
 	a->t_published = agent_now();
 }
 
+static bool starts_with(const char *s, const char *p)
+{
+	return !strncmp(s, p, strlen(p));
+}
+
+/*
+ * Does a change concern this agent?  Every pass reads all of /kvmove/, so at
+ * 64 nodes waking every agent for every change (another node's record, a
+ * migration's progress elsewhere) is most of the cluster's work.  Wanted:
+ * VM definitions and owners, migrations from here, freed slots (our queue
+ * may go on), requests to and answers for incoming VMMs, our settings.  A
+ * pass also runs at least every 2 s (300 ms while a migration runs), so a
+ * change judged wrongly here is late, never lost.
+ */
+static bool relevant(const char *key, const char *value, size_t vlen, void *opaque)
+{
+	struct agent *a = opaque;
+	char buf[KEY_MAX_LEN];
+
+	if (!strcmp(key, "/kvmove/config") || starts_with(key, "/kvmove/incoming-ready/"))
+		return true;
+	snprintf(buf, sizeof(buf), "/kvmove/nodecfg/%s", a->o.name);
+	if (!strcmp(key, buf))
+		return true;
+	snprintf(buf, sizeof(buf), "/kvmove/incoming/%s/", a->o.name);
+	if (starts_with(key, buf))
+		return true;
+	if (starts_with(key, "/kvmove/slots/"))
+		return vlen == 0;	/* freed */
+	if (starts_with(key, "/kvmove/vms/")) {
+		const char *slash = strrchr(key, '/');
+		return slash && (!strcmp(slash, "/spec") || !strcmp(slash, "/owner"));
+	}
+	if (starts_with(key, "/kvmove/migrations/")) {
+		json_t *j = json_loadb(value, vlen, 0, NULL);
+		const char *from = json_string_value(json_object_get(j, "from"));
+		bool mine = !j || (from && !strcmp(from, a->o.name));
+		json_decref(j);
+		return mine;
+	}
+	return false;	/* node records, reach keys, statuses */
+}
+
 static int pass(struct agent *a, int64_t *rev, bool *unreachable)
 {
 	struct snap s = { 0 };
@@ -294,8 +339,8 @@ int agent_run(const struct agent_options *o, volatile sig_atomic_t *stop, struct
 			sleep(1);
 			continue;
 		}
-		r = store_watch_wait(a->st, "/kvmove/", rev + 1, mig_busy(a) ? 300 : 2000, NULL,
-				     &werr);
+		r = store_watch_wait_filtered(a->st, "/kvmove/", rev + 1,
+					      mig_busy(a) ? 300 : 2000, relevant, a, NULL, &werr);
 		if (r && r != -ETIMEDOUT)
 			sleep(1);
 	}

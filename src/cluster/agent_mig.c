@@ -733,8 +733,24 @@ void incoming_reconcile(struct agent *a, const struct snap *s)
 			continue;
 		}
 		if (v && v->role == LV_RUN) {
-			json_decref(req);	/* it runs here already */
-			continue;
+			if (owner && !strcmp(owner->value, a->o.name)) {
+				json_decref(req);	/* it runs here already */
+				continue;
+			}
+			/* the VMM the VM left here when it moved away (postmigrate):
+			 * it must be gone before a new one takes its socket */
+			lvmm_stop(a, v, false);
+			for (int t = 0; t < 30 && !v->exited; t++) {
+				struct timespec ts = { 0, 100 * 1000000L };
+				nanosleep(&ts, NULL);
+				lvmm_reap(a);
+			}
+			if (!v->exited) {
+				json_decref(req);
+				continue;
+			}
+			lvmm_remove(a, v);
+			v = NULL;
 		}
 		if (v && (strcmp(v->mig, mig) || v->attempt != attempt)) {
 			/* an older attempt: away with it first */

@@ -103,6 +103,15 @@ int store_lease_revoke(struct kv_store *st, int64_t id, struct kv_err *err);
 int store_watch_wait(struct kv_store *st, const char *prefix, int64_t start_rev,
 		     unsigned timeout_ms, int64_t *event_rev, struct kv_err *err);
 
+/* The same, but only a change filter() says matters ends the wait (the
+ * others are skipped as they stream by): key and value (vlen bytes, "" for a
+ * delete) of each changed key, decoded and checked. */
+typedef bool (*store_watch_filter)(const char *key, const char *value, size_t vlen,
+				   void *opaque);
+int store_watch_wait_filtered(struct kv_store *st, const char *prefix, int64_t start_rev,
+			      unsigned timeout_ms, store_watch_filter filter, void *opaque,
+			      int64_t *event_rev, struct kv_err *err);
+
 /* The cluster's own view for `kvmove cluster status`: a JSON object
  * {"endpoints":[{"endpoint","ok","error"?,"member-id","leader","version",
  * "db-size","raft-index","raft-term"}...], "members":[{"id","name",

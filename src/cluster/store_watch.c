@@ -25,6 +25,8 @@ enum watch_state {
 
 struct watch {
 	const char *ep;
+	store_watch_filter filter;	/* NULL: every change counts */
+	void *opaque;
 	struct store_buf line;		/* the unfinished line */
 	enum watch_state state;
 	bool created;
@@ -105,15 +107,27 @@ static void watch_line(struct watch *w, const char *p, size_t len)
 		w->created = true;
 		w->created_rev = rev;
 	}
-	if (json_array_size(events)) {
-		kv = json_object_get(json_array_get(events, 0), "kv");
-		if (!json_is_object(kv) || store_json_i64(kv, "mod_revision", &mod) || mod < 0) {
+	for (size_t i = 0; i < json_array_size(events) && w->state == W_RUNNING; i++) {
+		struct store_kv skv = { 0 };
+		bool wanted = true;
+
+		kv = json_object_get(json_array_get(events, i), "kv");
+		if (!json_is_object(kv) || store_json_i64(kv, "mod_revision", &mod) || mod < 0 ||
+		    (w->filter && store_parse_kv(kv, &skv))) {
 			json_decref(o);
 			watch_fail(w, -EPROTO, false, "etcd at %s: malformed watch event", w->ep);
 			return;
 		}
-		w->state = W_EVENT;
-		w->event_rev = mod ? mod : rev;
+		if (w->filter) {
+			/* a delete carries the key only */
+			wanted = w->filter(skv.key, skv.value ? skv.value : "",
+					   skv.value ? skv.vlen : 0, w->opaque);
+			store_kv_free(&skv);
+		}
+		if (wanted) {
+			w->state = W_EVENT;
+			w->event_rev = mod ? mod : rev;
+		}
 	}
 	json_decref(o);
 }
@@ -174,6 +188,14 @@ static json_t *watch_request(const char *prefix, int64_t start_rev)
 int store_watch_wait(struct kv_store *st, const char *prefix, int64_t start_rev,
 		     unsigned timeout_ms, int64_t *event_rev, struct kv_err *err)
 {
+	return store_watch_wait_filtered(st, prefix, start_rev, timeout_ms, NULL, NULL,
+					 event_rev, err);
+}
+
+int store_watch_wait_filtered(struct kv_store *st, const char *prefix, int64_t start_rev,
+			      unsigned timeout_ms, store_watch_filter filter, void *opaque,
+			      int64_t *event_rev, struct kv_err *err)
+{
 	uint64_t deadline = store_now_ms() + timeout_ms;
 	struct store_failover fo;
 	bool ever_created = false;
@@ -188,7 +210,8 @@ int store_watch_wait(struct kv_store *st, const char *prefix, int64_t start_rev,
 		return kv_errf(err, ETIMEDOUT, "no change under %s in etcd within 0 ms", prefix);
 	store_fo_init(&fo, st, timeout_ms, timeout_ms);
 	while ((idx = store_fo_next(&fo, &tmo)) >= 0) {
-		struct watch w = { .ep = st->ep[idx], .state = W_RUNNING };
+		struct watch w = { .ep = st->ep[idx], .state = W_RUNNING, .filter = filter,
+				   .opaque = opaque };
 		char errbuf[CURL_ERROR_SIZE], why[KV_ERR_MAX];
 		struct curl_slist *hdrs;
 		uint64_t now = store_now_ms();

@@ -565,6 +565,11 @@ static void compact(const char *ep, int64_t rev)
 	fclose(null);
 }
 
+static bool only_yes(const char *key, const char *value, size_t vlen, void *opaque)
+{
+	return vlen == 3 && !memcmp(value, "yes", 3);
+}
+
 static void test_watch(void **state)
 {
 	struct fx *f = *state;
@@ -611,6 +616,20 @@ static void test_watch(void **state)
 	assert_int_equal(store_delete(f->st, "/w/node/h1", &err), 0);
 	assert_int_equal(store_watch_wait(f->st, "/w/", rev, 3000, &ev, &err), 0);
 	assert_int_equal(ev, rev + 1);
+
+	/* a filter skips the changes it does not want, and sees values */
+	{
+		int64_t r1, r2;
+		assert_int_equal(store_put(f->st, "/w/skip", "no", 0, &r1, &err), 0);
+		assert_int_equal(store_put(f->st, "/w/take", "yes", 0, &r2, &err), 0);
+		assert_int_equal(store_watch_wait_filtered(f->st, "/w/", r1, 3000, only_yes, NULL,
+							   &ev, &err), 0);
+		assert_int_equal(ev, r2);
+		assert_int_equal(store_watch_wait_filtered(f->st, "/w/", r1, 300, only_yes, NULL,
+							   &ev, &err) == 0 ? ev : -1, r2);
+		assert_int_equal(store_watch_wait_filtered(f->st, "/w/", r2 + 1, 300, only_yes,
+							   NULL, &ev, &err), -ETIMEDOUT);
+	}
 
 	/* a "from now on" watch (start 0) sees the put of another thread */
 	p.delay_ms = 300;
