@@ -19,6 +19,11 @@ verifying guests):
      heartbeat on its console, no second owner, the disk lock untouched);
      once the links are back, the cluster ends the migration as failed and
      removes the waiting destination VMM: exactly one copy ran throughout.
+  6. the destination cut off from etcd right at READY -> GO (its management
+     link down; the migration link stays): the source hands over and sends
+     GO, the destination cannot commit.  Whatever the timing, exactly one
+     copy runs at the end: the owner key names the node whose guest runs
+     and verifies, and the other node's VMM is gone.
 """
 import os
 import signal
@@ -163,6 +168,46 @@ def test(h):
     c.wait_verified("web1", "h2")
     check(c.owner("web1") == "h2", "owner at the end: %r" % c.owner("web1"))
     h.log("partition at GO: %s" % rec.get("reason"))
+
+    # 6. the destination cut off from etcd at GO
+    with vmm_qmp(c, "h2", "web1") as q:
+        q.cmd("migrate-set-capabilities", {"capabilities": [
+            {"capability": "pause-before-switchover", "state": True}]})
+    mid = c.cli("vm", "migrate", "web1", "--to", "h3", "--no-wait").json["id"]
+    key = "/kvmove/migrations/" + mid
+    wait_until("the source at pre-switchover", at_go, timeout=120)
+    old = c.consoles.pop(("web1", "h3"), None)
+    if old:
+        old.close()
+    link(c, 3, "down", "mgmt0")
+    h.log("h3 cut off from etcd at READY -> GO")
+    with vmm_qmp(c, "h2", "web1") as q:
+        q.cmd("migrate-continue", {"state": "pre-switchover"})
+    time.sleep(5)
+    with vmm_qmp(c, "h2", "web1") as q:
+        src_state = q.cmd("query-status").get("status")
+    dst_console = c.console("web1", "h3")
+    dst_ran = bool(kvtest.heartbeats(dst_console))
+    h.log("during the cut: source %s, destination ran the guest: %s, owner %s"
+          % (src_state, dst_ran, c.owner("web1")))
+    check(not (src_state == "running" and dst_ran), "both copies ran during the cut")
+    link(c, 3, "up", "mgmt0")
+    rec = wait_until("the cluster to end the migration",
+                     lambda: (c.get_json(key) or {}).get("state") in ("failed", "completed")
+                     and c.get_json(key), timeout=180)
+    owner = c.owner("web1")
+    other = "h2" if owner == "h3" else "h3"
+    h.log("after the cut: %s, owner %s: %s" % (rec["state"], owner, rec.get("reason")))
+    check(owner in ("h2", "h3"), "owner after the cut: %r" % owner)
+    check((rec["state"] == "completed") == (owner == "h3"),
+          "record %s but owner %s" % (rec["state"], owner))
+    wait_until("%s to drop its VMM of web1" % other,
+               lambda: not os.path.exists(os.path.join(c.agents[other].run_dir, "web1.pid")),
+               timeout=120)
+    if owner == "h2":
+        check(not kvtest.heartbeats(dst_console), "the destination ran the guest")
+    c.wait_state("web1", "running", owner)
+    c.wait_verified("web1", owner)
 
 
 kvtest.main(test)
