@@ -5,6 +5,7 @@
 #include "cli/clustercli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,6 +53,56 @@ int ccli_bad_opt(const struct ccli *c, int ch, char **argv)
 		ccli_msg(c, "unknown option '%s'", argv[optind - 1]);
 	fprintf(stderr, "Try 'kvmove %s --help'.\n", c->verb);
 	return KV_EXIT_USAGE;
+}
+
+int ccli_parse_common(struct ccli *c, int argc, char **argv, void (*usage)(FILE *))
+{
+	static const struct option longopts[] = { CCLI_LONGOPTS, { NULL, 0, NULL, 0 } };
+	int ch;
+
+	optind = 0;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":e:jh", longopts, NULL)) != -1) {
+		if (ccli_common_opt(c, ch, optarg))
+			continue;
+		if (ch == 'h') {
+			usage(stdout);
+			return -1;
+		}
+		return ccli_bad_opt(c, ch, argv);
+	}
+	return 0;
+}
+
+int ccli_parse_simple(struct ccli *c, int argc, char **argv, void (*usage)(FILE *),
+		      enum ccli_arg arg, const char **name)
+{
+	int status = ccli_parse_common(c, argc, argv, usage);
+
+	if (status)
+		return status;
+	if (optind != argc - (arg != CCLI_ARG_NONE ? 1 : 0)) {
+		ccli_msg(c, "%s", arg != CCLI_ARG_NONE && optind == argc ?
+			 (arg == CCLI_ARG_VM ? "which VM? (NAME)" : "which node? (NODE)") :
+			 "unexpected argument");
+		fprintf(stderr, "Try 'kvmove %s --help'.\n", c->verb);
+		return KV_EXIT_USAGE;
+	}
+	if (arg == CCLI_ARG_NONE)
+		return 0;
+	*name = argv[optind];
+	return arg == CCLI_ARG_VM ? ccli_check_vm_name(c, *name) : ccli_check_node_name(c, *name);
+}
+
+int ccli_vm_name_arg(const struct ccli *c, int argc, char **argv, const char **name)
+{
+	if (optind != argc - 1) {
+		ccli_msg(c, "%s", optind == argc ? "which VM? (NAME)" : "one NAME only");
+		fprintf(stderr, "Try 'kvmove %s --help'.\n", c->verb);
+		return KV_EXIT_USAGE;
+	}
+	*name = argv[optind];
+	return ccli_check_vm_name(c, *name);
 }
 
 int ccli_open(struct ccli *c)
@@ -206,28 +257,31 @@ out:
 	return status;
 }
 
-int ccli_check_vm_name(const struct ccli *c, const char *name)
+/* A name that is not one: 2, with what a name must be. */
+static int bad_name(const struct ccli *c, const char *name, const char *what, int max,
+		    const char *rule)
 {
 	char s[80];
 
+	cluster_sanitize(s, sizeof(s), name);
+	ccli_msg(c, "'%s' is not a %s name: 1 to %d %s", s, what, max, rule);
+	return KV_EXIT_USAGE;
+}
+
+int ccli_check_vm_name(const struct ccli *c, const char *name)
+{
 	if (cluster_vm_name_ok(name))
 		return KV_EXIT_OK;
-	cluster_sanitize(s, sizeof(s), name);
-	ccli_msg(c, "'%s' is not a VM name: 1 to %d characters, lowercase letters, digits "
-		 "and '-', not starting with '-'", s, CLUSTER_VM_NAME_MAX);
-	return KV_EXIT_USAGE;
+	return bad_name(c, name, "VM", CLUSTER_VM_NAME_MAX,
+			"characters, lowercase letters, digits and '-', not starting with '-'");
 }
 
 int ccli_check_node_name(const struct ccli *c, const char *name)
 {
-	char s[80];
-
 	if (cluster_node_name_ok(name))
 		return KV_EXIT_OK;
-	cluster_sanitize(s, sizeof(s), name);
-	ccli_msg(c, "'%s' is not a node name: 1 to %d letters, digits, '-', '.' or '_', "
-		 "starting with a letter or digit", s, CLUSTER_NODE_NAME_MAX);
-	return KV_EXIT_USAGE;
+	return bad_name(c, name, "node", CLUSTER_NODE_NAME_MAX,
+			"letters, digits, '-', '.' or '_', starting with a letter or digit");
 }
 
 int ccli_parse_timeout(const struct ccli *c, const char *s, bool allow_zero, unsigned *ms)

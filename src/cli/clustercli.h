@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cluster/clusterconf.h"
 #include "cluster/nodeset.h"
@@ -48,6 +49,26 @@ void ccli_msg(const struct ccli *c, const char *fmt, ...) __attribute__((format(
 int ccli_common_opt(struct ccli *c, int ch, const char *arg);
 /* Report an unknown option or a missing argument (getopt's ':' and '?'). */
 int ccli_bad_opt(const struct ccli *c, int ch, char **argv);
+
+/*
+ * The getopt loop of a verb that takes the common options only: 0 to go on
+ * (optind at its first argument), -1 when --help was shown (exit 0), else an
+ * exit status.
+ */
+int ccli_parse_common(struct ccli *c, int argc, char **argv, void (*usage)(FILE *));
+/*
+ * The same, then no argument (CCLI_ARG_NONE) or exactly one VM or node name
+ * (*name, checked); a missing name: "which VM? (NAME)" / "which node?
+ * (NODE)", anything else: "unexpected argument".
+ */
+enum ccli_arg { CCLI_ARG_NONE, CCLI_ARG_VM, CCLI_ARG_NODE };
+int ccli_parse_simple(struct ccli *c, int argc, char **argv, void (*usage)(FILE *),
+		      enum ccli_arg arg, const char **name);
+/*
+ * After the options (argv[optind..]), exactly one VM NAME (*name, checked);
+ * else "which VM? (NAME)" or "one NAME only" and a hint at --help.
+ */
+int ccli_vm_name_arg(const struct ccli *c, int argc, char **argv, const char **name);
 
 int ccli_open(struct ccli *c);
 void ccli_close(struct ccli *c);

@@ -74,37 +74,6 @@ static void usage_set(FILE *f)
 	      "was changed)\n", f);
 }
 
-/* Common options, then NAME when need_name. */
-static int parse(struct ccli *c, int argc, char **argv, void (*usage)(FILE *), bool need_name,
-		 const char **name)
-{
-	static const struct option longopts[] = { CCLI_LONGOPTS, { NULL, 0, NULL, 0 } };
-	int ch;
-
-	optind = 0;
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":e:jh", longopts, NULL)) != -1) {
-		if (ccli_common_opt(c, ch, optarg))
-			continue;
-		if (ch == 'h') {
-			usage(stdout);
-			return -1;
-		}
-		return ccli_bad_opt(c, ch, argv);
-	}
-	if (optind != argc - (need_name ? 1 : 0)) {
-		ccli_msg(c, "%s", need_name && optind == argc ? "which node? (NODE)" :
-			 "unexpected argument");
-		fprintf(stderr, "Try 'kvmove %s --help'.\n", c->verb);
-		return KV_EXIT_USAGE;
-	}
-	if (need_name) {
-		*name = argv[optind];
-		return ccli_check_node_name(c, *name);
-	}
-	return 0;
-}
-
 static json_t *node_json(const struct nodeset *ns, size_t i)
 {
 	const struct cluster_node *n = &ns->v[i];
@@ -122,7 +91,7 @@ static int node_list(int argc, char **argv)
 	struct ccli_table t;
 	int status;
 
-	status = parse(&c, argc, argv, usage_list, false, NULL);
+	status = ccli_parse_simple(&c, argc, argv, usage_list, CCLI_ARG_NONE, NULL);
 	if (status)
 		return status < 0 ? KV_EXIT_OK : status;
 	if ((status = ccli_open(&c)) || (status = ccli_nodes(&c, NULL, &ns)))
@@ -258,7 +227,7 @@ static int node_show(int argc, char **argv)
 	char prefix[96];
 	int status, i, rc;
 
-	status = parse(&c, argc, argv, usage_show, true, &name);
+	status = ccli_parse_simple(&c, argc, argv, usage_show, CCLI_ARG_NODE, &name);
 	if (status)
 		return status < 0 ? KV_EXIT_OK : status;
 	if ((status = ccli_open(&c)) || (status = ccli_nodes(&c, NULL, &ns)))

@@ -189,12 +189,7 @@ static int vm_create(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (optind != argc - 1) {
-		ccli_msg(&c, "%s", optind == argc ? "which VM? (NAME)" : "one NAME only");
-		goto usage;
-	}
-	name = argv[optind];
-	if ((status = ccli_check_vm_name(&c, name)))
+	if ((status = ccli_vm_name_arg(&c, argc, argv, &name)))
 		goto out;
 	status = KV_EXIT_USAGE;
 	if (!mem || !cpus || !kernel) {
@@ -292,34 +287,6 @@ static void usage_delete(FILE *f)
 	      CCLI_HELP_EXIT_ETCD, f);
 }
 
-/* NAME and the common options only: 0 go on, else an exit status (-1: help
- * shown, exit 0). */
-static int parse_name_only(struct ccli *c, int argc, char **argv, void (*usage)(FILE *),
-			   const char **name)
-{
-	static const struct option longopts[] = { CCLI_LONGOPTS, { NULL, 0, NULL, 0 } };
-	int ch;
-
-	optind = 0;
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":e:jh", longopts, NULL)) != -1) {
-		if (ccli_common_opt(c, ch, optarg))
-			continue;
-		if (ch == 'h') {
-			usage(stdout);
-			return -1;
-		}
-		return ccli_bad_opt(c, ch, argv);
-	}
-	if (optind != argc - 1) {
-		ccli_msg(c, "%s", optind == argc ? "which VM? (NAME)" : "one NAME only");
-		fprintf(stderr, "Try 'kvmove %s --help'.\n", c->verb);
-		return KV_EXIT_USAGE;
-	}
-	*name = argv[optind];
-	return ccli_check_vm_name(c, *name);
-}
-
 static int vm_delete(int argc, char **argv)
 {
 	struct ccli c = { .verb = "vm delete" };
@@ -330,7 +297,9 @@ static int vm_delete(int argc, char **argv)
 	bool ok = false;
 	int status, rc;
 
-	status = parse_name_only(&c, argc, argv, usage_delete, &name);
+	status = ccli_parse_common(&c, argc, argv, usage_delete);
+	if (!status)
+		status = ccli_vm_name_arg(&c, argc, argv, &name);
 	if (status)
 		return status < 0 ? KV_EXIT_OK : status;
 	if ((status = ccli_open(&c)) || (status = ccli_vm_keys(&c, name, &k)))

@@ -6,7 +6,6 @@
 #include "cli/cli.h"
 #include "cli/clustercli.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,37 +36,6 @@ static void usage_show(FILE *f)
 	      "\n"
 	      "exit status: 0 shown, 1 failed, 2 usage error, 3 no such VM,\n"
 	      "5 etcd unreachable\n", f);
-}
-
-/* Common options and at most one NAME (need_name: exactly one). */
-static int parse(struct ccli *c, int argc, char **argv, void (*usage)(FILE *), bool need_name,
-		 const char **name)
-{
-	static const struct option longopts[] = { CCLI_LONGOPTS, { NULL, 0, NULL, 0 } };
-	int ch;
-
-	optind = 0;
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":e:jh", longopts, NULL)) != -1) {
-		if (ccli_common_opt(c, ch, optarg))
-			continue;
-		if (ch == 'h') {
-			usage(stdout);
-			return -1;
-		}
-		return ccli_bad_opt(c, ch, argv);
-	}
-	if (optind != argc - (need_name ? 1 : 0)) {
-		ccli_msg(c, "%s", need_name && optind == argc ? "which VM? (NAME)" :
-			 "unexpected argument");
-		fprintf(stderr, "Try 'kvmove %s --help'.\n", c->verb);
-		return KV_EXIT_USAGE;
-	}
-	if (need_name) {
-		*name = argv[optind];
-		return ccli_check_vm_name(c, *name);
-	}
-	return 0;
 }
 
 /* A record as JSON (null when absent or not an object). */
@@ -106,7 +74,7 @@ int cmd_vm_list(int argc, char **argv)
 	const char *name = NULL;
 	int status, rc;
 
-	status = parse(&c, argc, argv, usage_list, false, &name);
+	status = ccli_parse_simple(&c, argc, argv, usage_list, CCLI_ARG_NONE, &name);
 	if (status) {
 		json_decref(out);
 		return status < 0 ? KV_EXIT_OK : status;
@@ -299,7 +267,7 @@ int cmd_vm_show(int argc, char **argv)
 	struct kv_err err;
 	int status;
 
-	status = parse(&c, argc, argv, usage_show, true, &name);
+	status = ccli_parse_simple(&c, argc, argv, usage_show, CCLI_ARG_VM, &name);
 	if (status)
 		return status < 0 ? KV_EXIT_OK : status;
 	if ((status = ccli_open(&c)) || (status = ccli_vm_keys(&c, name, &k)))

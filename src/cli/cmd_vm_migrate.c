@@ -127,13 +127,7 @@ static int parse(int argc, char **argv, struct mig_opts *o)
 			return ccli_bad_opt(&o->c, ch, argv);
 		}
 	}
-	if (optind != argc - 1) {
-		ccli_msg(&o->c, "%s", optind == argc ? "which VM? (NAME)" : "one NAME only");
-		fprintf(stderr, "Try 'kvmove vm migrate --help'.\n");
-		return KV_EXIT_USAGE;
-	}
-	o->name = argv[optind];
-	return ccli_check_vm_name(&o->c, o->name);
+	return ccli_vm_name_arg(&o->c, argc, argv, &o->name);
 }
 
 /* A migration of the VM that has not ended, if any: its ID and state. */

@@ -89,13 +89,7 @@ static int parse(int argc, char **argv, struct start_opts *o)
 			return ccli_bad_opt(&o->c, ch, argv);
 		}
 	}
-	if (optind != argc - 1) {
-		ccli_msg(&o->c, "%s", optind == argc ? "which VM? (NAME)" : "one NAME only");
-		fprintf(stderr, "Try 'kvmove vm start --help'.\n");
-		return KV_EXIT_USAGE;
-	}
-	o->name = argv[optind];
-	return ccli_check_vm_name(&o->c, o->name);
+	return ccli_vm_name_arg(&o->c, argc, argv, &o->name);
 }
 
 static json_t *verdicts_json(const struct nodeset *ns, const struct place_verdict *v)

@@ -162,23 +162,36 @@ static int parse_decimal(const char *s, size_t len, bool *neg, uint64_t *mag)
 	return 0;
 }
 
-int store_json_i64(const json_t *obj, const char *name, int64_t *out)
+/* Field name of obj as a sign and a magnitude: a JSON integer or a decimal
+ * string; missing (or null) = 0.  -EPROTO. */
+static int json_decimal(const json_t *obj, const char *name, bool *neg, uint64_t *mag)
 {
 	json_t *v = json_object_get(obj, name);
+
+	*neg = false;
+	*mag = 0;
+	if (!v || json_is_null(v))
+		return 0;
+	if (json_is_integer(v)) {
+		json_int_t i = json_integer_value(v);
+
+		*neg = i < 0;
+		*mag = *neg ? 0 - (uint64_t)i : (uint64_t)i;
+		return 0;
+	}
+	if (!json_is_string(v))
+		return -EPROTO;
+	return parse_decimal(json_string_value(v), json_string_length(v), neg, mag);
+}
+
+int store_json_i64(const json_t *obj, const char *name, int64_t *out)
+{
 	bool neg;
 	uint64_t m;
 
 	*out = 0;
-	if (!v || json_is_null(v))
-		return 0;
-	if (json_is_integer(v)) {
-		*out = json_integer_value(v);
-		return 0;
-	}
-	if (!json_is_string(v) ||
-	    parse_decimal(json_string_value(v), json_string_length(v), &neg, &m))
-		return -EPROTO;
-	if (neg ? m > (uint64_t)INT64_MAX + 1 : m > (uint64_t)INT64_MAX)
+	if (json_decimal(obj, name, &neg, &m) ||
+	    (neg ? m > (uint64_t)INT64_MAX + 1 : m > (uint64_t)INT64_MAX))
 		return -EPROTO;
 	*out = neg ? (int64_t)(0 - m) : (int64_t)m;
 	return 0;
@@ -186,21 +199,11 @@ int store_json_i64(const json_t *obj, const char *name, int64_t *out)
 
 int store_json_u64(const json_t *obj, const char *name, uint64_t *out)
 {
-	json_t *v = json_object_get(obj, name);
 	bool neg;
 	uint64_t m;
 
 	*out = 0;
-	if (!v || json_is_null(v))
-		return 0;
-	if (json_is_integer(v)) {
-		if (json_integer_value(v) < 0)
-			return -EPROTO;
-		*out = (uint64_t)json_integer_value(v);
-		return 0;
-	}
-	if (!json_is_string(v) ||
-	    parse_decimal(json_string_value(v), json_string_length(v), &neg, &m) || neg)
+	if (json_decimal(obj, name, &neg, &m) || neg)
 		return -EPROTO;
 	*out = m;
 	return 0;
