@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cluster/agent_int.h"
+#include "cluster/arbiter_etcd.h"
 #include "cluster/nodeset.h"
 #include "cluster/placement.h"
 #include "cluster/records.h"
@@ -59,14 +60,19 @@ static int put_rec(struct agent *a, json_t *rec)
 	return r;
 }
 
-static json_t *get_rec(struct agent *a, const char *id)
+/* The record now (not the pass's snapshot: we changed it since).  *gone
+ * says it was deleted; NULL without gone: etcd did not answer. */
+static json_t *get_rec(struct agent *a, const char *id, bool *gone)
 {
 	char key[KEY_MAX_LEN];
 	struct store_kv kv;
 	json_t *j;
+	int r;
 
 	snprintf(key, sizeof(key), "/kvmove/migrations/%s", id);
-	if (store_get(a->st, key, &kv, NULL, NULL))
+	r = store_get(a->st, key, &kv, NULL, NULL);
+	*gone = r == -ENOENT;
+	if (r)
 		return NULL;
 	j = json_loadb(kv.value, kv.vlen, 0, NULL);
 	store_kv_free(&kv);
@@ -497,7 +503,14 @@ static void recover(struct agent *a, const struct snap *s, json_t *rec)
 	if (!id || !vm || !to)
 		return;
 	if (lvmm_exec(a, vm, "query-migrate", NULL, &q, &err)) {
-		finish(a, NULL, rec, "failed", "the source agent restarted and its VMM is gone");
+		const struct store_kv *owner = snap_get(s, "/kvmove/vms/%s/owner", vm);
+		/* the owner key says how it ended */
+		if (owner && !strcmp(owner->value, to))
+			finish(a, NULL, rec, "completed", "the source agent restarted after the "
+			       "switchover: no statistics");
+		else
+			finish(a, NULL, rec, "failed", "the source agent restarted and its VMM "
+			       "is gone");
 		return;
 	}
 	st = json_string_value(json_object_get(q, "status")) ?: "none";
@@ -622,10 +635,13 @@ void mig_reconcile(struct agent *a, const struct snap *s)
 		json_decref(head);
 	}
 	for (struct smig *m = a->migs, *n; m; m = n) {
-		json_t *rec = get_rec(a, m->id), *ready;
+		bool gone;
+		json_t *rec = get_rec(a, m->id, &gone), *ready;
 		n = m->next;
 		if (!rec) {
-			finish(a, m, NULL, NULL, NULL);
+			/* deleted: drop it; unreachable: ask again next pass */
+			if (gone)
+				finish(a, m, NULL, NULL, NULL);
 			continue;
 		}
 		ensure_slots(a, s, m);
@@ -706,6 +722,41 @@ static void listen_incoming(struct agent *a, struct lvmm *v)
 	}
 }
 
+/*
+ * May this incoming VMM be stopped?  While no source is connected (status
+ * none), yes.  Once one is, it may be past GO and about to take the owner
+ * key (after this pass read it): killing it then could lose the VM.  It can
+ * never take it, though, once the key names another node outright (not
+ * free:TOKEN): the source kept the VM.  Asked of etcd now, not the snapshot.
+ */
+static bool incoming_idle(struct agent *a, struct lvmm *v)
+{
+	char key[KEY_MAX_LEN];
+	struct store_kv kv;
+	json_t *q = NULL;
+	struct kv_err err;
+	const char *st;
+	bool idle = false;
+	int r;
+
+	if (v->exited)
+		return true;
+	if (!lvmm_exec(a, v->vm, "query-migrate", NULL, &q, &err)) {
+		st = json_string_value(json_object_get(q, "status"));
+		idle = !st || !strcmp(st, "none");
+		json_decref(q);
+		if (idle)
+			return true;
+	}
+	cluster_owner_key(key, sizeof(key), v->vm);
+	r = store_get(a->st, key, &kv, NULL, NULL);
+	if (r)
+		return r == -ENOENT;	/* no owner: nobody may take it */
+	idle = strcmp(kv.value, a->o.name) && strncmp(kv.value, "free:", 5);
+	store_kv_free(&kv);
+	return idle;
+}
+
 void incoming_reconcile(struct agent *a, const struct snap *s)
 {
 	char prefix[KEY_MAX_LEN];
@@ -753,10 +804,11 @@ void incoming_reconcile(struct agent *a, const struct snap *s)
 			v = NULL;
 		}
 		if (v && (strcmp(v->mig, mig) || v->attempt != attempt)) {
-			/* an older attempt: away with it first */
+			/* an older attempt: away with it first (once it is idle or
+			 * has ended by itself) */
 			if (v->exited && !(owner && !strcmp(owner->value, a->o.name)))
 				lvmm_remove(a, v);
-			else
+			else if (incoming_idle(a, v))
 				lvmm_stop(a, v, false);
 			json_decref(req);
 			continue;
@@ -818,7 +870,7 @@ void incoming_reconcile(struct agent *a, const struct snap *s)
 			continue;
 		if (v->exited)
 			lvmm_remove(a, v);
-		else
+		else if (incoming_idle(a, v))
 			lvmm_stop(a, v, false);
 	}
 	/* answers nobody reads any more */

@@ -115,11 +115,27 @@ static void disown(struct agent *a, const char *vm)
 		agent_log(a, "releasing %s: %s", vm, err.msg);
 }
 
-static bool migrating_from_here(struct agent *a, const char *vm)
+/* Is a migration of vm from here under way: one this agent drives, or one
+ * the record says runs (a restarted agent picks it up in mig_reconcile,
+ * after this: its VMM must still be there to ask)? */
+static bool migrating_from_here(struct agent *a, const struct snap *s, const char *vm)
 {
+	size_t b, e;
+
 	for (struct smig *m = a->migs; m; m = m->next)
 		if (!strcmp(m->vm, vm))
 			return true;
+	snap_range(s, "/kvmove/migrations/", &b, &e);
+	for (size_t i = b; i < e; i++) {
+		json_t *r = json_loadb(s->l.kvs[i].value, s->l.kvs[i].vlen, 0, NULL);
+		bool here = json_is_object(r) &&
+			    !strcmp(json_string_value(json_object_get(r, "from")) ?: "", a->o.name) &&
+			    !strcmp(json_string_value(json_object_get(r, "vm")) ?: "", vm) &&
+			    !strcmp(json_string_value(json_object_get(r, "state")) ?: "", "running");
+		json_decref(r);
+		if (here)
+			return true;
+	}
 	return false;
 }
 
@@ -232,7 +248,7 @@ void vms_reconcile(struct agent *a, const struct snap *s)
 		v = lvmm_find(a, vm);
 		if (owner && !strcmp(owner->value, a->o.name)) {
 			own_vm(a, vm, &spec, v, owner->create_rev);
-		} else if (v && v->role == LV_RUN && !migrating_from_here(a, vm) &&
+		} else if (v && v->role == LV_RUN && !migrating_from_here(a, s, vm) &&
 			   !(owner && !strncmp(owner->value, "free:", 5))) {
 			/* it moved away (a finished migration), or the cluster
 			 * stopped it: this VMM has nothing to run */
@@ -248,7 +264,7 @@ void vms_reconcile(struct agent *a, const struct snap *s)
 	for (struct lvmm *v = a->vmms, *n; v; v = n) {
 		n = v->next;
 		if (v->role == LV_RUN && !snap_get(s, "/kvmove/vms/%s/spec", v->vm) &&
-		    !migrating_from_here(a, v->vm)) {
+		    !migrating_from_here(a, s, v->vm)) {
 			if (v->exited)
 				lvmm_remove(a, v);
 			else
