@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "migration/config.h"
 
 static void usage_vm(FILE *f)
 {
@@ -52,6 +53,11 @@ static void usage_create(FILE *f)
 	      "  -d, --disk PATH[,readonly]\n"
 	      "                           a virtio-blk disk, a raw image (repeatable, up\n"
 	      "                           to 16; PATH up to 255 bytes)\n"
+	      "  -n, --net bridge=BRIDGE[,mac=52:54:00:xx:xx:xx]\n"
+	      "                           a virtio-net NIC on each node's BRIDGE (the agent\n"
+	      "                           makes a TAP there and attaches it; repeatable, up\n"
+	      "                           to 4).  The MAC defaults to one derived from the\n"
+	      "                           VM's name, the same on every node\n"
 	      CCLI_HELP_COMMON
 	      "\n"
 	      "exit status:\n"
@@ -60,6 +66,49 @@ static void usage_create(FILE *f)
 	      "  2  usage error\n"
 	      "  3  refused: a VM of that name exists\n"
 	      CCLI_HELP_EXIT_ETCD, f);
+}
+
+/* bridge=BRIDGE[,mac=MAC] */
+static int add_net(struct ccli *c, json_t *nets, const char *arg)
+{
+	char buf[128], *save = NULL, *tok;
+	const char *bridge = NULL, *mac = NULL;
+	uint8_t m[6];
+	json_t *n;
+
+	if (strlen(arg) >= sizeof(buf)) {
+		ccli_msg(c, "--net: too long");
+		return KV_EXIT_USAGE;
+	}
+	snprintf(buf, sizeof(buf), "%s", arg);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(tok, "bridge=", 7))
+			bridge = tok + 7;
+		else if (!strncmp(tok, "mac=", 4))
+			mac = tok + 4;
+		else {
+			ccli_msg(c, "--net %s: unknown option '%s' (bridge=, mac=)", arg, tok);
+			return KV_EXIT_USAGE;
+		}
+	}
+	if (!cluster_ifname_ok(bridge)) {
+		ccli_msg(c, "--net %s: bridge=NAME is required (an interface name, 1 to 15 of "
+			 "letters, digits, '_', '.', '-')", arg);
+		return KV_EXIT_USAGE;
+	}
+	if (mac && mig_parse_mac(mac, m)) {
+		ccli_msg(c, "--net %s: '%s' is not a MAC address", arg, mac);
+		return KV_EXIT_USAGE;
+	}
+	if (json_array_size(nets) >= CLUSTER_VM_NETS_MAX) {
+		ccli_msg(c, "at most %d NICs", CLUSTER_VM_NETS_MAX);
+		return KV_EXIT_USAGE;
+	}
+	n = json_pack("{s:s}", "bridge", bridge);
+	if (mac)
+		json_object_set_new(n, "mac", json_string(mac));
+	json_array_append_new(nets, n);
+	return KV_EXIT_OK;
 }
 
 static int add_disk(struct ccli *c, json_t *disks, const char *arg)
@@ -119,12 +168,13 @@ static int vm_create(int argc, char **argv)
 		{ "initrd", required_argument, NULL, 'i' },
 		{ "append", required_argument, NULL, 'a' },
 		{ "disk", required_argument, NULL, 'd' },
+		{ "net", required_argument, NULL, 'n' },
 		CCLI_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ccli c = { .verb = "vm create" };
 	const char *kernel = NULL, *initrd = NULL, *append = "", *name;
-	json_t *disks = json_array(), *spec = NULL;
+	json_t *disks = json_array(), *nets = json_array(), *spec = NULL;
 	uint64_t mem = 0;
 	long cpus = 0;
 	struct vm_keys k = { 0 };
@@ -135,7 +185,7 @@ static int vm_create(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:e:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:n:e:jh", longopts, NULL)) != -1) {
 		if (ccli_common_opt(&c, ch, optarg))
 			continue;
 		switch (ch) {
@@ -176,6 +226,10 @@ static int vm_create(int argc, char **argv)
 				goto out;
 			}
 			break;
+		case 'n':
+			if (add_net(&c, nets, optarg))
+				goto usage;
+			break;
 		case 'd':
 			if (add_disk(&c, disks, optarg))
 				goto out;
@@ -196,9 +250,9 @@ static int vm_create(int argc, char **argv)
 		ccli_msg(&c, "--mem, --cpus and --kernel are required");
 		goto usage;
 	}
-	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:s, s:I}", "name", name,
+	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:O, s:s, s:I}", "name", name,
 			 "mem", (json_int_t)mem, "cpus", (int)cpus, "kernel", kernel,
-			 "initrd", initrd, "append", append, "disks", disks,
+			 "initrd", initrd, "append", append, "disks", disks, "nets", nets,
 			 "desired", "stopped", "created", (json_int_t)ccli_wall());
 	text = spec ? json_dumps(spec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	if (!text) {
@@ -262,6 +316,7 @@ out:
 	free(text);
 	json_decref(spec);
 	json_decref(disks);
+	json_decref(nets);
 	ccli_vm_keys_free(&k);
 	ccli_close(&c);
 	return status;

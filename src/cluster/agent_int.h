@@ -127,8 +127,8 @@ struct lvmm *lvmm_find(struct agent *a, const char *vm);
 struct vm_spec;
 int lvmm_start_run(struct agent *a, const char *vm, const struct vm_spec *spec,
 		   struct kv_err *err);
-int lvmm_start_incoming(struct agent *a, const char *vm, const char *mig, int attempt,
-			const char *addr, struct kv_err *err);
+int lvmm_start_incoming(struct agent *a, const char *vm, const struct vm_spec *spec,
+			const char *mig, int attempt, const char *addr, struct kv_err *err);
 void lvmm_adopt(struct agent *a, const struct snap *s);
 void lvmm_reap(struct agent *a);
 void lvmm_stop(struct agent *a, struct lvmm *v, bool force);
@@ -138,6 +138,14 @@ void lvmm_set_role(struct agent *a, struct lvmm *v, enum lvmm_role role);
 int lvmm_exec(struct agent *a, const char *vm, const char *cmd, json_t *args, json_t **ret,
 	      struct kv_err *err);
 void lvmm_sock(struct agent *a, const char *vm, const char *what, char *buf, size_t len);
+
+/* agent_net.c */
+void net_tap_name(const char *vm, unsigned idx, char buf[16]);
+bool net_bridge_ok(const char *bridge);
+int net_ensure(struct agent *a, const char *vm, json_t *spec, struct kv_err *err);
+void net_release(struct agent *a, const char *vm);
+void net_args(const char *vm, json_t *spec, bool incoming, char **av, unsigned *n,
+	      char bufs[][64]);
 
 /* agent_vms.c */
 void vms_reconcile(struct agent *a, const struct snap *s);

@@ -775,8 +775,10 @@ void incoming_reconcile(struct agent *a, const struct snap *s)
 		const struct store_kv *owner = snap_get(s, "/kvmove/vms/%s/owner", vm);
 		char addr[80], why[256];
 		const char *ip = NULL;
+		const struct store_kv *skv;
+		struct vm_spec spec;
 		struct kv_err err;
-		int port;
+		int port, r;
 
 		if (!mig || !net || !cluster_vm_name_ok(vm) || !cluster_migration_id_ok(mig) ||
 		    strlen(net) >= sizeof(a->host.nets[0].cidr)) {
@@ -836,7 +838,15 @@ void incoming_reconcile(struct agent *a, const struct snap *s)
 			continue;
 		}
 		snprintf(addr, sizeof(addr), "%s:%d", ip, port);
-		if (lvmm_start_incoming(a, vm, mig, attempt, addr, &err)) {
+		skv = snap_get(s, "/kvmove/vms/%s/spec", vm);
+		if (!skv || vm_spec_parse(vm, skv->value, skv->vlen, &spec, &err)) {
+			answer(a, vm, mig, attempt, NULL, skv ? err.msg : "the VM has no definition");
+			json_decref(req);
+			continue;
+		}
+		r = lvmm_start_incoming(a, vm, &spec, mig, attempt, addr, &err);
+		vm_spec_free(&spec);
+		if (r) {
 			answer(a, vm, mig, attempt, NULL, err.msg);
 		} else {
 			/* give it a moment to open its control socket */

@@ -149,6 +149,7 @@ int lvmm_start_run(struct agent *a, const char *vm, const struct vm_spec *spec,
 {
 	json_t *d;
 	char *av[MAX_ARGS], bufs[3 * 512], mem[32], cpus[16], dbuf[CLUSTER_VM_DISKS_MAX][600];
+	char nbufs[CLUSTER_VM_NETS_MAX][64];
 	unsigned n = 0, nd = 0;
 	size_t i;
 	pid_t pid;
@@ -172,6 +173,9 @@ int lvmm_start_run(struct agent *a, const char *vm, const struct vm_spec *spec,
 	}
 	av[n++] = "--append";
 	av[n++] = (char *)spec->append;
+	if ((pid = net_ensure(a, vm, spec->j, err)))
+		return pid;
+	net_args(vm, spec->j, false, av, &n, nbufs);
 	json_array_foreach(json_object_get(spec->j, "disks"), i, d) {
 		const char *p = json_string_value(json_object_get(d, "path"));
 		if (!p || nd >= CLUSTER_VM_DISKS_MAX || strchr(p, ','))
@@ -195,13 +199,17 @@ int lvmm_start_run(struct agent *a, const char *vm, const struct vm_spec *spec,
 	return 0;
 }
 
-int lvmm_start_incoming(struct agent *a, const char *vm, const char *mig, int attempt,
-			const char *addr, struct kv_err *err)
+int lvmm_start_incoming(struct agent *a, const char *vm, const struct vm_spec *spec,
+			const char *mig, int attempt, const char *addr, struct kv_err *err)
 {
-	char *av[MAX_ARGS], bufs[3 * 512];
+	char *av[MAX_ARGS], bufs[3 * 512], nbufs[CLUSTER_VM_NETS_MAX][64];
 	unsigned n = 0;
 	pid_t pid;
 	struct lvmm *v;
+
+	/* its NICs' TAPs, by the names the migrated devices carry */
+	if ((pid = net_ensure(a, vm, spec->j, err)))
+		return pid;
 
 	av[n++] = a->self;
 	av[n++] = "run";
@@ -217,6 +225,7 @@ int lvmm_start_incoming(struct agent *a, const char *vm, const char *mig, int at
 		av[n++] = "--via";
 		av[n++] = (char *)a->o.quick_dir;
 	}
+	net_args(vm, spec->j, true, av, &n, nbufs);
 	add_common(a, vm, av, &n, bufs, sizeof(bufs));
 	av[n] = NULL;
 	pid = spawn(a, vm, av, err);
@@ -307,6 +316,7 @@ void lvmm_remove(struct agent *a, struct lvmm *v)
 	unlink(path);
 	lvmm_sock(a, v->vm, "role", path, sizeof(path));
 	unlink(path);
+	net_release(a, v->vm);	/* the VM's TAPs go with its VMM */
 	free(v);
 }
 

@@ -51,6 +51,14 @@ static json_t *reach_of(struct agent *a, json_t *spec)
 		snprintf(why, sizeof(why), "cannot read the initrd %s", ird);
 		goto no;
 	}
+	json_array_foreach(json_object_get(spec, "nets"), i, d) {
+		const char *br = json_string_value(json_object_get(d, "bridge"));
+		if (!net_bridge_ok(br)) {
+			snprintf(why, sizeof(why), "no bridge '%s' on this node for NIC %zu",
+				 br ? br : "", i);
+			goto no;
+		}
+	}
 	json_array_foreach(json_object_get(spec, "disks"), i, d) {
 		const char *p = json_string_value(json_object_get(d, "path"));
 		bool ro = json_is_true(json_object_get(d, "readonly"));

@@ -5,12 +5,15 @@
 #define _GNU_SOURCE
 #include "cluster/records.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+
+#include "migration/config.h"
 
 static bool lower_alnum(char c)
 {
@@ -43,6 +46,18 @@ bool cluster_node_name_ok(const char *s)
 	for (n = 1; s[n]; n++)
 		if (n >= CLUSTER_NODE_NAME_MAX ||
 		    (!alnum(s[n]) && s[n] != '-' && s[n] != '.' && s[n] != '_'))
+			return false;
+	return true;
+}
+
+bool cluster_ifname_ok(const char *s)
+{
+	size_t n;
+
+	if (!s || !*s)
+		return false;
+	for (n = 0; s[n]; n++)
+		if (n >= 15 || !(isalnum((unsigned char)s[n]) || strchr("_.-", s[n])))
 			return false;
 	return true;
 }
@@ -228,6 +243,30 @@ int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *
 			}
 		}
 		out->ndisks = json_array_size(disks);
+	}
+	disks = json_object_get(j, "nets");
+	if (disks && !json_is_null(disks)) {
+		size_t i;
+
+		if (!json_is_array(disks) || json_array_size(disks) > CLUSTER_VM_NETS_MAX) {
+			rc = kv_errf(err, EPROTO, "%s: \"nets\" is not an array of at most %d",
+				     what, CLUSTER_VM_NETS_MAX);
+			goto bad;
+		}
+		json_array_foreach(disks, i, v) {
+			json_t *mac = json_object_get(v, "mac");
+			uint8_t m[6];
+
+			if (!json_is_object(v) ||
+			    !cluster_ifname_ok(json_string_value(json_object_get(v, "bridge"))) ||
+			    (mac && !json_is_null(mac) &&
+			     (!json_is_string(mac) || mig_parse_mac(json_string_value(mac), m)))) {
+				rc = kv_errf(err, EPROTO, "%s: NIC %zu is not {\"bridge\": interface "
+					     "name, \"mac\": MAC or absent}", what, i);
+				goto bad;
+			}
+		}
+		out->nnets = json_array_size(disks);
 	}
 	s = cluster_jstr(j, "desired");
 	if (*s && strcmp(s, "running") && strcmp(s, "stopped")) {

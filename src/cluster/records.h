@@ -56,8 +56,13 @@ struct vm_spec {
 	unsigned cpus;
 	const char *kernel, *initrd, *append;	/* initrd NULL, append "" when absent */
 	size_t ndisks;
+	size_t nnets;				/* "nets": [{"bridge", "mac"?}] */
 	bool running;				/* desired state */
 };
+
+#define CLUSTER_VM_NETS_MAX 4
+/* A bridge (network interface) name: 1..15 of [A-Za-z0-9_.-]. */
+bool cluster_ifname_ok(const char *s);
 int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *out,
 		  struct kv_err *err);
 void vm_spec_free(struct vm_spec *s);

@@ -220,8 +220,9 @@ class Cluster:
 
     # ---- VMs ----
 
-    def vm_create(self, name, mem="128M", wss="16M", rate=8, cpus=1, disk=None, extra=()):
-        append = kvtest.guest_cmdline(wss=wss, rate=rate, hb=10000, verify_every=500)
+    def vm_create(self, name, mem="128M", wss="16M", rate=8, cpus=1, disk=None, extra=(),
+                  ip=None):
+        append = kvtest.guest_cmdline(wss=wss, rate=rate, hb=10000, verify_every=500, ip=ip)
         args = ["vm", "create", name, "--mem", mem, "--cpus", str(cpus),
                 "--kernel", self.h.guest, "--append", append]
         if disk:

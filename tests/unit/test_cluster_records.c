@@ -140,7 +140,9 @@ static void specs(void **state)
 	struct kv_err err;
 	const char *good = "{\"name\":\"web1\",\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\","
 			   "\"initrd\":null,\"append\":\"x=1\",\"disks\":[{\"path\":\"/d\","
-			   "\"readonly\":true}],\"desired\":\"running\",\"created\":1}";
+			   "\"readonly\":true}],\"nets\":[{\"bridge\":\"br0\"},{\"bridge\":"
+			   "\"vm-net.1\",\"mac\":\"52:54:00:12:34:56\"}],\"desired\":\"running\","
+			   "\"created\":1}";
 	static const char *const bad[] = {
 		"[]", "{", "{\"mem\":536870912,\"cpus\":2,\"kernel\":\"k\"}",
 		"{\"mem\":1,\"cpus\":2,\"kernel\":\"/k\"}",
@@ -150,6 +152,14 @@ static void specs(void **state)
 		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"disks\":{}}",
 		"{\"name\":\"other\",\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\"}",
 		"{\"mem\":\"512M\",\"cpus\":2,\"kernel\":\"/k\"}",
+		/* NICs: a bridge name that is no interface name, a bad MAC, too many */
+		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"nets\":[{\"bridge\":\"br 0\"}]}",
+		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"nets\":[{\"bridge\":"
+		"\"averyverylongbridge\"}]}",
+		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"nets\":[{\"bridge\":\"br0\","
+		"\"mac\":\"zz\"}]}",
+		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"nets\":[{},{},{},{},{}]}",
+		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"nets\":[{\"bridge\":\"../x\"}]}",
 	};
 
 	(void)state;
@@ -160,6 +170,7 @@ static void specs(void **state)
 	assert_null(s.initrd);
 	assert_string_equal(s.append, "x=1");
 	assert_int_equal(s.ndisks, 1);
+	assert_int_equal(s.nnets, 2);
 	assert_true(s.running);
 	vm_spec_free(&s);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
