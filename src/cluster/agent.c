@@ -303,6 +303,7 @@ int agent_run(const struct agent_options *o, volatile sig_atomic_t *stop, struct
 	a->reach = json_object();
 	a->status = json_object();
 	a->failed = json_object();
+	a->vmcpu = json_object();
 	if (o->kvmove_bin) {
 		snprintf(a->self, sizeof(a->self), "%s", o->kvmove_bin);
 	} else if ((n = readlink("/proc/self/exe", a->self, sizeof(a->self) - 1)) > 0) {
@@ -369,6 +370,7 @@ out:
 	json_decref(a->reach);
 	json_decref(a->status);
 	json_decref(a->failed);
+	json_decref(a->vmcpu);
 	store_close(a->st);
 	pthread_cond_destroy(&a->cond);
 	pthread_mutex_destroy(&a->mu);

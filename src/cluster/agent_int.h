@@ -113,6 +113,7 @@ struct agent {
 	json_t *reach;			/* vm -> last reach verdict written */
 	json_t *status;			/* vm -> last status written */
 	json_t *failed;			/* vm -> owner key revision its VMM died under */
+	json_t *vmcpu;			/* vm -> {cpu-vendor, cpu-features} it booted with */
 	char self[512];			/* /proc/self/exe */
 };
 

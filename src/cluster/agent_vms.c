@@ -82,17 +82,26 @@ no:
 static void set_status(struct agent *a, const char *vm, const char *state, pid_t pid,
 		       const char *reason)
 {
+	/* the CPU the guest was given where it booted, which it keeps when it
+	 * moves (placement needs it), else this host's */
+	json_t *cpu = json_object_get(a->vmcpu, vm);
+	json_t *vendor = json_object_get(cpu, "cpu-vendor");
+	json_t *feats = json_object_get(cpu, "cpu-features");
 	json_t *old = json_object_get(a->status, vm), *st;
 	char key[KEY_MAX_LEN];
 	struct kv_err err;
 
-	if (old && !strcmp(json_string_value(json_object_get(old, "state")) ?: "", state) &&
+	if (!json_is_array(feats))
+		feats = a->host.features;
+	if (old && json_equal(json_object_get(old, "cpu-features"), feats) &&
+	    !strcmp(json_string_value(json_object_get(old, "state")) ?: "", state) &&
 	    json_integer_value(json_object_get(old, "pid")) == pid &&
 	    !strcmp(json_string_value(json_object_get(old, "reason")) ?: "", reason ?: ""))
 		return;
 	st = json_pack("{s:s, s:s, s:I, s:f, s:s, s:O}", "node", a->o.name, "state", state,
 		       "pid", (json_int_t)pid, "since", (double)time(NULL), "cpu-vendor",
-		       a->host.vendor, "cpu-features", a->host.features);
+		       json_is_string(vendor) ? json_string_value(vendor) : a->host.vendor,
+		       "cpu-features", feats);
 	if (!st)
 		return;
 	if (reason)
@@ -162,12 +171,24 @@ static void exit_reason(struct agent *a, struct lvmm *v, char *buf, size_t len)
 			 WEXITSTATUS(v->status), log);
 }
 
-static void own_vm(struct agent *a, const char *vm, const struct vm_spec *spec,
-		   struct lvmm *v, int64_t owner_rev)
+static void own_vm(struct agent *a, const struct snap *s, const char *vm,
+		   const struct vm_spec *spec, struct lvmm *v, int64_t owner_rev)
 {
 	json_t *failed = json_object_get(a->failed, vm);
 	struct kv_err err;
 	char why[700];
+
+	if (v && !json_object_get(a->vmcpu, vm)) {
+		/* a VM that arrived, or a VMM adopted after a restart: its CPU is
+		 * what the last status says (written where it booted, and carried
+		 * along since) */
+		json_t *prev = snap_json(s, "/kvmove/vms/%s/status", vm);
+		if (json_is_array(json_object_get(prev, "cpu-features")))
+			json_object_set_new(a->vmcpu, vm, json_pack(
+				"{s:O?, s:O}", "cpu-vendor", json_object_get(prev, "cpu-vendor"),
+				"cpu-features", json_object_get(prev, "cpu-features")));
+		json_decref(prev);
+	}
 
 	if (v && v->role == LV_INCOMING) {
 		/* the incoming VMM took the owner key at GO: it runs the VM */
@@ -181,6 +202,7 @@ static void own_vm(struct agent *a, const char *vm, const struct vm_spec *spec,
 			 * new `vm start` (a new owner key) runs it again */
 			if (json_integer_value(failed) == owner_rev)
 				return;
+			json_object_del(a->vmcpu, vm);	/* a fresh boot: this host's CPU */
 			if (lvmm_start_run(a, vm, spec, &err)) {
 				json_object_set_new(a->failed, vm, json_integer(owner_rev));
 				set_status(a, vm, "failed", 0, err.msg);
@@ -255,7 +277,7 @@ void vms_reconcile(struct agent *a, const struct snap *s)
 
 		v = lvmm_find(a, vm);
 		if (owner && !strcmp(owner->value, a->o.name)) {
-			own_vm(a, vm, &spec, v, owner->create_rev);
+			own_vm(a, s, vm, &spec, v, owner->create_rev);
 		} else if (v && v->role == LV_RUN && !migrating_from_here(a, s, vm) &&
 			   !(owner && !strncmp(owner->value, "free:", 5))) {
 			/* it moved away (a finished migration), or the cluster
@@ -265,6 +287,7 @@ void vms_reconcile(struct agent *a, const struct snap *s)
 			else
 				lvmm_stop(a, v, false);
 			json_object_del(a->status, vm);
+			json_object_del(a->vmcpu, vm);
 		}
 		vm_spec_free(&spec);
 	}

@@ -10,6 +10,11 @@ whose br0 uplinks to a shared VM network with a client on it.
      the guest answers pings from h2, its memory verified; h1's TAP is gone
   3. a VM whose bridge does not exist on a node is never placed there (the
      reach key says which bridge is missing)
+  4. CPU features: h2's agent publishes one feature less (--x-hide-feature,
+     a flag this host has).  A VM booted on h1 is refused on h2 with that
+     feature named; a VM booted on h2 moves to h1 (a superset) and keeps
+     h2's feature set there (it is what its guest was given), so it can move
+     back to h2.
 """
 import subprocess
 import time
@@ -71,6 +76,37 @@ def test(h):
     r = c.cli("vm", "start", "net2", expect=3, timeout=120)
     out = r.stdout + r.stderr
     check("nosuchbr" in out, "the refusal does not name the missing bridge: %s" % out)
+
+    # 4. CPU features
+    with open("/proc/cpuinfo") as f:
+        flags = next(l for l in f if l.startswith("flags")).split(":", 1)[1].split()
+    feat = "sse4_2" if "sse4_2" in flags else flags[-1]
+    c.agents["h2"].kill()
+    c.agents["h2"].extra += ["--x-hide-feature", feat]
+    c.agents["h2"].start()
+    deadline = now() + scaled(30)
+    while feat in (c.get_json("/kvmove/nodes/h2") or {}).get("cpu-features", [feat]):
+        check(now() < deadline, "h2 still publishes %s" % feat)
+        time.sleep(0.2)
+    c.vm_create("cpu1")
+    c.cli("vm", "start", "cpu1", "--on", "h1")
+    c.wait_state("cpu1", "running", "h1")
+    r = c.cli("vm", "migrate", "cpu1", "--to", "h2", expect=3)
+    check(feat in r.stdout + r.stderr, "the refusal does not name %s: %s"
+          % (feat, r.stdout + r.stderr))
+    c.vm_create("cpu2")
+    c.cli("vm", "start", "cpu2", "--on", "h2")
+    st = c.wait_state("cpu2", "running", "h2")
+    check(feat not in st["cpu-features"], "cpu2 booted on h2 with %s" % feat)
+    rec = c.migrate("cpu2", "--to", "h1")
+    check(rec.get("state") == "completed", "cpu2 to h1: %r" % rec)
+    st = c.wait_state("cpu2", "running", "h1")
+    check(feat not in st["cpu-features"], "cpu2 on h1 claims %s: its CPU came from h2" % feat)
+    rec = c.migrate("cpu2", "--to", "h2")
+    check(rec.get("state") == "completed", "cpu2 back to h2: %r" % rec)
+    c.wait_verified("cpu2", "h2")
+    c.wait_verified("net1", "h2")
+    h.log("CPU features: %s hidden on h2; cpu1 refused there, cpu2 moved h2 -> h1 -> h2" % feat)
 
 
 kvtest.main(test)
