@@ -125,7 +125,7 @@ static void *keepalive(void *arg)
 	pthread_mutex_lock(&a->mu);
 	while (!*a->stop) {
 		struct timespec ts;
-		int64_t lease = a->lease;
+		int64_t lease;
 		struct kv_err err;
 		int ttl = 0, r;
 
@@ -139,6 +139,7 @@ static void *keepalive(void *arg)
 		pthread_cond_timedwait(&a->cond, &a->mu, &ts);
 		if (*a->stop || a->lease_lost)
 			continue;
+		lease = a->lease;	/* the main loop may have taken a new one meanwhile */
 		pthread_mutex_unlock(&a->mu);
 		r = store_lease_keepalive(a->st, lease, &ttl, &err);
 		pthread_mutex_lock(&a->mu);

@@ -100,7 +100,10 @@ class Agent:
 
 
 class Cluster:
-    def __init__(self, h, hosts=4, mig_nets=2, etcd_members=3, lease_ttl=3):
+    # a lease of 5 s renewed every 1.7 s: short enough for tests that wait for
+    # a dead agent's node to go, long enough for a CI machine whose two
+    # cores are busy with other tests (3 s let a starved agent's node lapse)
+    def __init__(self, h, hosts=4, mig_nets=2, etcd_members=3, lease_ttl=5):
         self.h = h
         self.hosts = hosts
         self.mig_nets = mig_nets
