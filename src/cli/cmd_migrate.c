@@ -39,6 +39,9 @@ static void usage(FILE *f)
 	      "                         over once the rest can be sent within it\n"
 	      "  -b, --bandwidth MIB/S  limit the migration's bandwidth (0 = unlimited,\n"
 	      "                         the default)\n"
+	      "  -n, --channels N       send RAM over N connections in parallel (1..16;\n"
+	      "                         default: half the host's CPUs, 1 to 4; the\n"
+	      "                         destination may grant fewer, an older one 1)\n"
 	      "  -r, --max-rounds N     pre-copy rounds before the policy decides\n"
 	      "                         (1..10000; default 30)\n"
 	      "  -p, --policy P         when the guest dirties memory faster than it can\n"
@@ -133,6 +136,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "downtime-ms", required_argument, NULL, 'd' },
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "max-rounds", required_argument, NULL, 'r' },
+		{ "channels", required_argument, NULL, 'n' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "check-only", no_argument, NULL, 'k' },
 		{ "postcopy-after", required_argument, NULL, 'P' },
@@ -154,7 +158,7 @@ int cmd_migrate(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:T:d:b:r:p:P:RKkV:qjt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":c:T:d:b:n:r:p:P:RKkV:qjt:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o.control = optarg;
@@ -171,6 +175,11 @@ int cmd_migrate(int argc, char **argv)
 			if (parse_uint("--bandwidth", optarg, 0, 1000000, &v))
 				goto usage;
 			json_object_set_new(args, "bandwidth", json_integer(v));
+			break;
+		case 'n':
+			if (parse_uint("--channels", optarg, 1, 16, &v))
+				goto usage;
+			json_object_set_new(args, "channels", json_integer(v));
 			break;
 		case 'r':
 			if (parse_uint("--max-rounds", optarg, 1, 10000, &v))

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/vm.h"
+#include "migration/hello.h"
 #include "migration/secure.h"
 #include "migration/source_internal.h"
 #include "migration/arbiter.h"
@@ -28,6 +29,7 @@ static void *source_main(void *arg)
 		src_run_quick_via(m);
 	else
 		src_run_live(m);
+	src_chan_close(m);
 	ram_sender_destroy(&m->rs);
 	stream_destroy(&m->s);
 	pthread_mutex_lock(&m->mu);
@@ -38,22 +40,6 @@ static void *source_main(void *arg)
 	m->finished = true;
 	pthread_mutex_unlock(&m->mu);
 	return NULL;
-}
-
-/* 128 random bits, hex: what a destination checks before it lets a source
- * reconnect to a paused post-copy. */
-static void make_id(char out[33])
-{
-	uint8_t b[16] = { 0 };
-
-	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
-		/* getrandom cannot fail for 16 bytes once the pool is ready;
-		 * still, never leave the id predictable-by-accident */
-		uint64_t t = (uint64_t)src_now_ms() * 1000003u ^ (uint64_t)getpid();
-		memcpy(b, &t, sizeof(t));
-	}
-	for (int i = 0; i < 16; i++)
-		snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
 int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
@@ -81,6 +67,8 @@ int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	m->tls = tls;
 	m->arb = arb;
 	m->p = *p;
+	if (m->p.channels < 1 || m->p.channels > MIG_MAX_CHANNELS)
+		m->p.channels = 1;
 	m->ev = ev;
 	m->ev_opaque = ev_opaque;
 	m->fd = -1;
@@ -99,10 +87,13 @@ int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	pthread_mutex_init(&m->ev_mu, NULL);
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cond, NULL);
-	make_id(m->id);
+	pthread_cond_init(&m->chan_cv, NULL);
+	mig_random_hex(m->id);	/* what a destination checks before it lets a
+				 * source reconnect to a paused post-copy */
 	r = pthread_create(&m->thread, NULL, source_main, m);
 	if (r) {
 		pthread_cond_destroy(&m->cond);
+		pthread_cond_destroy(&m->chan_cv);
 		pthread_mutex_destroy(&m->mu);
 		pthread_mutex_destroy(&m->ev_mu);
 		free(m);
@@ -138,6 +129,7 @@ int mig_cancel(struct migration *m, struct kv_err *err)
 		pthread_mutex_lock(&m->mu);
 		if (m->fd >= 0)
 			shutdown(m->fd, SHUT_RDWR);	/* wake blocked I/O */
+		src_chan_shutdown_locked(m);
 		pthread_mutex_unlock(&m->mu);
 	}
 	pthread_mutex_unlock(&m->ev_mu);
@@ -220,6 +212,8 @@ void mig_abandon(struct migration *m)
 	pthread_cond_broadcast(&m->cond);
 	if (m->fd >= 0)
 		shutdown(m->fd, SHUT_RDWR);
+	if (!m->go_sent)
+		src_chan_shutdown_locked(m);
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -332,6 +326,7 @@ void mig_destroy(struct migration *m)
 	json_decref(m->prediction);
 	json_decref(m->pc_stats);
 	free(m->hot);
+	pthread_cond_destroy(&m->chan_cv);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->mu);
 	pthread_mutex_destroy(&m->ev_mu);
@@ -349,6 +344,14 @@ void mig_settings_defaults(struct mig_settings *set)
 	set->throttle_step = def.throttle_step;
 	set->throttle_max = def.throttle_max;
 	set->auto_converge = true;	/* kvmove's default: never an endless loop */
+	set->multifd_channels = 2;	/* QEMU's default */
+}
+
+unsigned mig_default_channels(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN) / 2;
+
+	return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
 static int get_uint(json_t *v, const char *key, long long lo, long long hi, long long *out,
@@ -391,6 +394,7 @@ int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mi
 	p->throttle_step = set->throttle_step;
 	p->throttle_max = set->throttle_max;
 	p->exit_after = set->exit_after;
+	p->channels = set->multifd ? set->multifd_channels : mig_default_channels();
 	json_object_foreach(args, key, v) {
 		if (!strcmp(key, "uri")) {
 			r = get_path(v, "uri", p->uri, sizeof(p->uri), err);
@@ -411,6 +415,9 @@ int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mi
 		} else if (!strcmp(key, "postcopy-after")) {
 			if (!(r = get_uint(v, key, 1, 10000, &n, err)))
 				p->postcopy_after = (unsigned)n;
+		} else if (!strcmp(key, "channels")) {
+			if (!(r = get_uint(v, key, 1, MIG_MAX_CHANNELS, &n, err)))
+				p->channels = (unsigned)n;
 		} else if (!strcmp(key, "via")) {
 			r = get_path(v, "via", p->via, sizeof(p->via), err);
 		} else if (!strcmp(key, "check-only")) {

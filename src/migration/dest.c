@@ -28,6 +28,8 @@
 #include "core/vm.h"
 #include "devices/device.h"
 #include "migration/devstate.h"
+#include "migration/dst_channels.h"
+#include "migration/hello.h"
 #include "migration/migration.h"
 #include "migration/postcopy.h"
 #include "migration/proto.h"
@@ -48,31 +50,19 @@ static double now_ms(void)
 static int check_hello(struct mig_incoming *in, const struct stream_rec *rec,
 		       const char *want_role, struct kv_err *err)
 {
-	json_t *j;
-	const char *proto, *role, *id;
-	json_int_t ver;
-	int r = mig_parse_json(rec, &j, err);
+	struct mig_hello h;
+	int r = mig_hello_parse(rec, want_role, &h, err);
 
 	if (r)
 		return r;
-	if (json_unpack(j, "{s:s, s:I, s:s}", "protocol", &proto, "version", &ver, "role",
-			&role) ||
-	    strcmp(proto, MIG_PROTOCOL))
-		r = kv_errf(err, EPROTO, "not a kvmove migration stream");
-	else if (ver != MIG_VERSION)
-		r = kv_errf(err, EPROTO, "stream version %lld; this kvmove reads version %d",
-			    (long long)ver, MIG_VERSION);
-	else if (strcmp(role, want_role))
-		r = kv_errf(err, EPROTO, "expected a %s, the peer is a %s", want_role, role);
-	else if (json_is_true(json_object_get(j, "resume")))
-		r = kv_errf(err, EPROTO, "the source wants to resume a post-copy; there is none "
-			    "here");
+	if (h.resume)
+		return kv_errf(err, EPROTO, "the source wants to resume a post-copy; there is none "
+			       "here");
 	/* its id lets the same source (and only it) reconnect a paused post-copy */
-	id = json_string_value(json_object_get(j, "id"));
-	if (!r && id && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32)
-		memcpy(in->id, id, 33);
-	json_decref(j);
-	return r;
+	if (h.id[0])
+		memcpy(in->id, h.id, sizeof(in->id));
+	in->want_channels = h.caps & MIG_CAP_CHANNELS ? h.channels : 1;
+	return 0;
 }
 
 /* Read CONFIG and run the preflight on it. *verdict: failures array. */
@@ -152,7 +142,16 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 		/* RAM goes straight into guest memory; the rest is read whole */
 		if (!r && rec.type != MIG_REC_RAM)
 			r = stream_read_body(s, &rec, err);
-		if (r)
+		if (r) {
+			/* an extra channel failed and woke us: its reason is the one */
+			if (__atomic_load_n(&in->chan_failed, __ATOMIC_ACQUIRE))
+				r = dst_chan_join(in, true, err);
+			break;
+		}
+		/* Device state, post-copy's discard and the end need all of RAM:
+		 * the extra channels have ended before the source sent them. */
+		if (rec.type != MIG_REC_RAM && rec.type != MIG_REC_ROUND &&
+		    rec.type != MIG_REC_ERROR && (r = dst_chan_join(in, false, err)))
 			break;
 		switch (rec.type) {
 		case MIG_REC_RAM:
@@ -398,6 +397,25 @@ static int serve_probe(struct stream *s, struct kv_err *err)
 	}
 }
 
+/* Our HELLO: what we offer; with channels, how many we grant and the token
+ * the extra connections must bring. */
+static json_t *dst_hello(struct mig_incoming *in)
+{
+	json_t *j = mig_hello_new("destination", MIG_CAP_CHANNELS |
+				  (in->postcopy_ok ? MIG_CAP_POSTCOPY : 0));
+	unsigned n = in->want_channels;
+
+	if (n > MIG_MAX_CHANNELS)
+		n = MIG_MAX_CHANNELS;
+	in->nchan = n ? n : 1;
+	if (in->nchan > 1)
+		mig_random_hex(in->chan_token);
+	json_object_set_new(j, "channels", json_integer(in->nchan));
+	if (in->nchan > 1)
+		json_object_set_new(j, "token", json_string(in->chan_token));
+	return j;
+}
+
 /*
  * One connection.  Returns 1 to keep listening: a check-only probe, or a
  * connection refused before anything was built (garbage, silence, a peer
@@ -419,11 +437,7 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 	if (!r)
 		r = check_hello(in, &rec, "source", err);
 	if (!r)
-		r = mig_send_json(s, MIG_REC_HELLO,
-				  json_pack("{s:s, s:i, s:s, s:o}", "protocol", MIG_PROTOCOL,
-					    "version", MIG_VERSION, "role", "destination",
-					    "capabilities", in->postcopy_ok ?
-					    json_pack("[s]", "postcopy") : json_array()), err);
+		r = mig_send_json(s, MIG_REC_HELLO, dst_hello(in), err);
 	if (!r)
 		r = stream_flush(s, err);
 	if (!r)
@@ -470,7 +484,9 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		r = quick_restore(in, s, &cfg, err);
 		goto out;
 	}
-	if ((r = build(in, &cfg, err)) || (r = receive_records(in, s, err))) {
+	in->main_s = s;
+	if ((r = dst_chan_accept(in, err)) || (r = build(in, &cfg, err)) ||
+	    (r = dst_chan_start(in, err)) || (r = receive_records(in, s, err))) {
 		mig_send_error(s, "load", err->msg);
 		goto out;
 	}
@@ -498,8 +514,9 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		r = pc_dst_run(in, s, err);
 	}
 out:
+	dst_chan_close(in);
 	if (!quick)
-		in->bytes = s->bytes_in;	/* quick: run_file counted the file */
+		in->bytes = s->bytes_in + in->chan_bytes;	/* quick: run_file counted the file */
 	json_decref(verdict);
 	mig_config_free(&cfg);
 	return r;

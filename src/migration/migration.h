@@ -58,6 +58,8 @@ struct mig_params {
 	unsigned throttle_initial, throttle_step, throttle_max;	/* auto-converge */
 	bool exit_after;	/* the source VMM exits once the VM runs there
 				 * (default: it stays, QMP's postmigrate) */
+	unsigned channels;	/* connections for RAM (1..MIG_MAX_CHANNELS); the
+				 * destination may grant fewer */
 };
 
 /*
@@ -75,7 +77,12 @@ struct mig_settings {
 	bool postcopy_ram;
 	bool pause_before_switchover;
 	bool exit_after;		/* kvmove run --exit-after-migration */
+	bool multifd;			/* capability multifd: multifd-channels ... */
+	unsigned multifd_channels;	/* ... connections; off: mig_default_channels() */
 };
+/* Connections for a migration when nobody said: half the host's CPUs (the
+ * other half runs the guest), 1 to 4. */
+unsigned mig_default_channels(void);
 void mig_settings_defaults(struct mig_settings *s);
 
 /* Called (from the migration thread) on status changes and rounds. */
@@ -151,6 +158,14 @@ struct mig_incoming {
 	char id[33];			/* the source's migration id */
 	struct mig_end end;		/* STATE_END: counts, paused */
 	uint32_t ram_seq;		/* the next RAM record's sequence number */
+	/* several channels (dst_channels.c) */
+	unsigned want_channels;		/* what the source asked for */
+	unsigned nchan;			/* what we granted (>= 1) */
+	char chan_token[33];		/* what the extra connections must present */
+	struct dst_chan *chan;		/* nchan - 1 receivers, while they last */
+	struct stream *main_s;		/* the first connection's stream */
+	int chan_failed;		/* atomic: an extra channel's receive failed */
+	uint64_t chan_bytes;		/* what the extra channels took in */
 	struct pc_dst *pc;		/* post-copy state, while it lasts */
 	pthread_mutex_t mu;		/* status and error, for queries */
 	enum mig_status status;

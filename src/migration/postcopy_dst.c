@@ -26,6 +26,7 @@
 #include "core/vm.h"
 #include "migration/migration.h"
 #include "migration/postcopy.h"
+#include "migration/hello.h"
 #include "migration/proto.h"
 #include "migration/secure.h"
 #include "migration/ram.h"
@@ -373,10 +374,9 @@ static int try_recover(struct pc_dst *pc, struct stream *s, struct kv_err *err)
 		return r;
 	}
 	json_decref(j);
-	r = mig_send_json(s, MIG_REC_HELLO,
-			  json_pack("{s:s, s:i, s:s, s:b, s:[]}", "protocol", MIG_PROTOCOL,
-				    "version", MIG_VERSION, "role", "destination", "resume", 1,
-				    "capabilities"), err);
+	j = mig_hello_new("destination", 0);
+	json_object_set_new(j, "resume", json_true());
+	r = mig_send_json(s, MIG_REC_HELLO, j, err);
 	if (!r)
 		r = send_needed(pc, s, err);
 	if (!r)

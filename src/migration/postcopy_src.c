@@ -19,6 +19,7 @@
 
 #include "core/vm.h"
 #include "migration/postcopy.h"
+#include "migration/hello.h"
 #include "migration/proto.h"
 #include "migration/secure.h"
 #include "migration/source_internal.h"
@@ -428,11 +429,12 @@ static int reconnect(struct migration *m, const char *uri, struct kv_err *err)
 		return r;
 	}
 	m->s.timeout_ms = PEER_TIMEOUT_MS;
-	r = mig_send_json(&m->s, MIG_REC_HELLO,
-			  json_pack("{s:s, s:i, s:s, s:s, s:s, s:b, s:[]}", "protocol",
-				    MIG_PROTOCOL, "version", MIG_VERSION, "role", "source", "vm",
-				    m->vm->cfg.name, "id", m->id, "resume", 1, "capabilities"),
-			  err);
+	j = mig_hello_new("source", 0);
+	json_object_set_new(j, "vm", json_string(m->vm->cfg.name));
+	json_object_set_new(j, "id", json_string(m->id));
+	json_object_set_new(j, "resume", json_true());
+	r = mig_send_json(&m->s, MIG_REC_HELLO, j, err);
+	j = NULL;
 	if (!r)
 		r = stream_flush(&m->s, err);
 	if (!r)

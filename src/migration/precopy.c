@@ -108,7 +108,7 @@ static void first_pass_progress(void *opaque)
 	if (!sample_done(m)) {
 		sample_tick(m, false);
 		if (sample_done(m))
-			predict(m, (double)m->s.bytes_out /
+			predict(m, (double)src_bytes_out(m) /
 				   ((src_now_ms() - m->sample_t0) / 1e3));
 	}
 }
@@ -156,10 +156,10 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 	src_set_status(m, MIG_ACTIVE);
 	if ((r = dirty_log_start(m->vm, err)))
 		return src_set_fail(m, "kvm", err, r);
-	stream_set_rate(&m->s, m->p.bandwidth);
+	src_set_rate(m, m->p.bandwidth);
 	sample_start(m);
 	m->rs.progress = first_pass_progress;
-	r = ram_send_all(&m->rs, err);
+	r = src_ram_pass(m, true, err);
 	m->rs.progress = src_publish;
 	if (!r)
 		r = stream_flush(&m->s, err);
@@ -167,7 +167,7 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
 	if (!sample_done(m)) {	/* a short first pass: predict from what we have */
 		sample_tick(m, true);
-		predict(m, (double)m->s.bytes_out / ((src_now_ms() - t0) / 1e3));
+		predict(m, (double)src_bytes_out(m) / ((src_now_ms() - t0) / 1e3));
 	}
 	if (m->pcfg.policy == MIG_POLICY_AUTO)
 		m->pcfg.policy = MIG_POLICY_AUTO_CONVERGE;	/* no sample at all */
@@ -181,7 +181,7 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 
 	for (uint64_t round = 1;; round++) {
 		double t = src_now_ms(), dt = (t - round_start) / 1e3;
-		double bw = (double)m->s.bytes_out / ((t - t0) / 1e3);	/* bytes/s */
+		double bw = (double)src_bytes_out(m) / ((t - t0) / 1e3);	/* bytes/s */
 		int64_t newly = dirty_sync(m->vm, m->rs.dirty, err);
 		struct mig_decision d;
 		struct mig_round rd;
@@ -226,7 +226,7 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 		    (r = remember_round(m, err)))
 			return src_set_fail(m, "internal", err, r);
 		round_start = src_now_ms();
-		if ((r = ram_send_dirty(&m->rs, err)) || (r = stream_flush(&m->s, err)))
+		if ((r = src_ram_pass(m, false, err)) || (r = stream_flush(&m->s, err)))
 			return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
 	}
 }

@@ -26,6 +26,7 @@ const char *mig_rec_name(uint16_t type)
 		[MIG_REC_POSTCOPY] = "POSTCOPY", [MIG_REC_DISCARD] = "DISCARD",
 		[MIG_REC_PAGE_REQ] = "PAGE_REQ", [MIG_REC_POSTCOPY_END] = "POSTCOPY_END",
 		[MIG_REC_POSTCOPY_DONE] = "POSTCOPY_DONE", [MIG_REC_NEEDED] = "NEEDED",
+		[MIG_REC_CHANNEL_END] = "CHANNEL_END",
 	};
 	return type < sizeof(names) / sizeof(names[0]) && names[type] ? names[type] : "unknown";
 }
@@ -98,17 +99,6 @@ int mig_check_end(const struct stream_rec *rec, uint64_t pages, struct mig_end *
 	}
 	json_decref(j);
 	return r;
-}
-
-bool mig_hello_has_cap(json_t *hello, const char *cap)
-{
-	json_t *caps = json_object_get(hello, "capabilities"), *c;
-	size_t i;
-
-	json_array_foreach(caps, i, c)
-		if (json_is_string(c) && !strcmp(json_string_value(c), cap))
-			return true;
-	return false;
 }
 
 int mig_expect(struct stream *s, uint16_t type, struct stream_rec *rec,

@@ -48,6 +48,8 @@ enum mig_rec_type {
 	MIG_REC_POSTCOPY_DONE = 22,	/* dest -> src: JSON stats: all pages in place */
 	MIG_REC_NEEDED = 23,		/* dest -> src, on recovery: ranges still needed;
 					 * an empty record ends them */
+	MIG_REC_CHANNEL_END = 24,	/* src -> dest on an extra channel: JSON {pages}:
+					 * its last RAM record was sent */
 };
 
 const char *mig_rec_name(uint16_t type);
@@ -80,9 +82,6 @@ int mig_send_end(struct stream *s, uint16_t type, const struct mig_end *e, struc
 /* Checks pages against what arrived; fills *e (paused) if e is not NULL. */
 int mig_check_end(const struct stream_rec *rec, uint64_t pages, struct mig_end *e,
 		  struct kv_err *err);
-
-/* Does a HELLO object list this capability? */
-bool mig_hello_has_cap(json_t *hello, const char *cap);
 
 /* "tcp:HOST:PORT" -> a connected or listening socket. */
 int mig_connect(const char *uri, int timeout_ms, struct kv_err *err);

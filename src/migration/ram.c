@@ -136,9 +136,32 @@ int ram_sender_init(struct ram_sender *rs, struct vm *vm, struct stream *s,
 	return 0;
 }
 
+int ram_sender_init_stripe(struct ram_sender *rs, const struct ram_sender *from,
+			   struct stream *s, unsigned stripe, unsigned nstripes,
+			   struct kv_err *err)
+{
+	if (!nstripes || stripe >= nstripes)
+		return kv_errf(err, EINVAL, "stripe %u of %u", stripe, nstripes);
+	memset(rs, 0, sizeof(*rs));
+	rs->vm = from->vm;
+	rs->s = s;
+	rs->cancel = from->cancel;
+	rs->dirty = from->dirty;
+	rs->shared_dirty = true;
+	rs->stripe = stripe;
+	rs->nstripes = nstripes;
+	return 0;
+}
+
+static bool in_stripe(const struct ram_sender *rs, uint64_t page)
+{
+	return rs->nstripes <= 1 || (page / RAM_STRIPE_PAGES) % rs->nstripes == rs->stripe;
+}
+
 void ram_sender_destroy(struct ram_sender *rs)
 {
-	free(rs->dirty);
+	if (!rs->shared_dirty)
+		free(rs->dirty);
 	rs->dirty = NULL;
 }
 
@@ -163,6 +186,10 @@ int ram_send_all(struct ram_sender *rs, struct kv_err *err)
 		     p < ((uint64_t)hole + MEM_PAGE_SIZE - 1) >> MEM_PAGE_SHIFT; p++) {
 			if ((p & 1023) == 0 && (r = cancelled(rs, err)))
 				goto out;
+			if (!in_stripe(rs, p)) {	/* on to the next stripe */
+				p |= RAM_STRIPE_PAGES - 1;
+				continue;
+			}
 			if ((r = add_page(rs, b, p, true, err)))
 				goto out;
 		}
@@ -183,12 +210,14 @@ int ram_send_dirty(struct ram_sender *rs, struct kv_err *err)
 	if (!b)
 		return kv_errf(err, ENOMEM, "RAM batch");
 	for (uint64_t w = 0; w < nwords; w++) {
-		uint64_t bits = rs->dirty[w];
+		uint64_t bits;
 
-		if (!bits)
-			continue;
 		if ((w & 255) == 0 && (r = cancelled(rs, err)))
 			goto out;
+		if (!in_stripe(rs, w * 64))	/* another sender's word: not even read */
+			continue;
+		if (!(bits = rs->dirty[w]))
+			continue;
 		while (bits) {
 			unsigned bit = (unsigned)__builtin_ctzll(bits);
 			bits &= bits - 1;

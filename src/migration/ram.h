@@ -26,10 +26,22 @@ struct ram_stats {
 	uint64_t entries;	/* page entries put in the stream (zero ones too) */
 };
 
+/*
+ * Several channels: guest RAM is cut into stripes of RAM_STRIPE_PAGES
+ * pages, and stripe k always goes over channel k % nstripes.  A page thus
+ * always travels on the same connection, in order, so a later round's copy
+ * can never overtake an earlier one on the destination (no barrier between
+ * rounds is needed), and the senders never touch each other's bitmap words.
+ */
+#define RAM_STRIPE_PAGES 512u	/* 2 MiB: eight words of the dirty bitmap */
+
 struct ram_sender {
 	struct vm *vm;
 	struct stream *s;
 	uint64_t *dirty;	/* pages still to send, memfd-page order */
+	bool shared_dirty;	/* dirty belongs to another sender */
+	unsigned stripe, nstripes;	/* passes send only stripes k with
+					 * k % nstripes == stripe (nstripes <= 1: all) */
 	const int *cancel;	/* stop early when *cancel becomes non-zero */
 	struct ram_stats st;
 	uint32_t seq;		/* the next RAM record's sequence number */
@@ -39,6 +51,11 @@ struct ram_sender {
 
 int ram_sender_init(struct ram_sender *rs, struct vm *vm, struct stream *s,
 		    const int *cancel, struct kv_err *err);
+/* A sender for one channel of several: rs works on from's bitmap, its
+ * stripe only. */
+int ram_sender_init_stripe(struct ram_sender *rs, const struct ram_sender *from,
+			   struct stream *s, unsigned stripe, unsigned nstripes,
+			   struct kv_err *err);
 void ram_sender_destroy(struct ram_sender *rs);
 /* First pass: every page that holds data (memfd holes are never read). */
 int ram_send_all(struct ram_sender *rs, struct kv_err *err);

@@ -14,6 +14,7 @@
 
 #include "core/vm.h"
 #include "migration/devstate.h"
+#include "migration/hello.h"
 #include "migration/proto.h"
 #include "migration/source_internal.h"
 #include "migration/arbiter.h"
@@ -24,6 +25,7 @@
 static int save_file(struct migration *m, const char *path, struct kv_err *err)
 {
 	char tmp[PATH_MAX];
+	json_t *hello;
 	int fd, r;
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
@@ -39,10 +41,9 @@ static int save_file(struct migration *m, const char *path, struct kv_err *err)
 	if ((r = vm_pause(m->vm, err)))
 		goto fail;
 	m->paused = !m->was_paused;	/* ours to undo on failure */
-	if ((r = mig_send_json(&m->s, MIG_REC_HELLO,
-			       json_pack("{s:s, s:i, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
-					 "version", MIG_VERSION, "role", "file", "vm",
-					 m->vm->cfg.name, "capabilities"), err)) ||
+	hello = mig_hello_new("file", 0);
+	json_object_set_new(hello, "vm", json_string(m->vm->cfg.name));
+	if ((r = mig_send_json(&m->s, MIG_REC_HELLO, hello, err)) ||
 	    (r = mig_send_json(&m->s, MIG_REC_CONFIG, mig_config_to_json(m->vm, m->arb != NULL),
 			       err)) ||
 	    (r = ram_send_all(&m->rs, err)) || (r = devstate_send_all(m->vm, &m->s, err)) ||

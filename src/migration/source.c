@@ -28,6 +28,7 @@
 #include "core/dirty.h"
 #include "core/vm.h"
 #include "migration/devstate.h"
+#include "migration/hello.h"
 #include "migration/migration.h"
 #include "migration/postcopy.h"
 #include "migration/proto.h"
@@ -102,10 +103,13 @@ void src_publish(void *opaque)
 
 	double now = src_now_ms();
 
+	uint64_t bytes, normal, zero, entries;
+
+	src_chan_totals(m, &bytes, &normal, &zero, &entries);
 	pthread_mutex_lock(&m->mu);
-	m->transferred = m->s.bytes_out;
-	m->normal = m->rs.st.normal;
-	m->zero = m->rs.st.zero;
+	m->transferred = bytes;
+	m->normal = normal;
+	m->zero = zero;
 	m->total_ms = now - m->t_start;
 	/* the first pass: what is left of it, and how fast it goes, so that a
 	 * progress bar moves from the start */
@@ -147,32 +151,30 @@ bool src_is_cancelled(struct migration *m)
 static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 {
 	struct stream_rec rec;
-	json_t *j = NULL, *cfg, *res;
-	const char *proto, *role;
-	json_int_t ver;
+	struct mig_hello h;
+	json_t *j, *cfg, *res;
 	int r;
 
-	r = mig_send_json(ps, MIG_REC_HELLO,
-			  json_pack("{s:s, s:i, s:s, s:s, s:s, s:[]}", "protocol", MIG_PROTOCOL,
-				    "version", MIG_VERSION, "role", "source", "vm",
-				    m->vm->cfg.name, "id", m->id, "capabilities"), err);
+	j = mig_hello_new("source", MIG_CAP_CHANNELS);
+	json_object_set_new(j, "vm", json_string(m->vm->cfg.name));
+	json_object_set_new(j, "id", json_string(m->id));
+	json_object_set_new(j, "channels", json_integer(m->p.channels));
+	r = mig_send_json(ps, MIG_REC_HELLO, j, err);
 	if (!r)
 		r = stream_flush(ps, err);
 	if (!r)
 		r = mig_expect(ps, MIG_REC_HELLO, &rec, err);
-	if (!r)
-		r = mig_parse_json(&rec, &j, err);
+	if (!r && (r = mig_hello_parse(&rec, "destination", &h, err)))
+		kv_err_prefix(err, r, "the peer is not a kvmove destination we can talk to");
 	if (r)
 		return src_set_fail(m, "protocol", err, r);
-	r = json_unpack(j, "{s:s, s:I, s:s}", "protocol", &proto, "version", &ver, "role", &role);
-	if (r || strcmp(proto, MIG_PROTOCOL) || ver != MIG_VERSION || strcmp(role, "destination")) {
-		json_decref(j);
-		r = kv_errf(err, EPROTO, "the peer is not a kvmove destination speaking version %d",
-			    MIG_VERSION);
-		return src_set_fail(m, "protocol", err, r);
+	m->peer_postcopy = h.caps & MIG_CAP_POSTCOPY;
+	/* RAM goes over as many connections as both ends want (hello.h) */
+	m->nchan = 1;
+	if ((h.caps & MIG_CAP_CHANNELS) && h.channels > 1 && h.token[0]) {
+		m->nchan = h.channels < m->p.channels ? h.channels : m->p.channels;
+		memcpy(m->chan_token, h.token, sizeof(m->chan_token));
 	}
-	m->peer_postcopy = mig_hello_has_cap(j, "postcopy");
-	json_decref(j);
 
 	cfg = mig_config_to_json(m->vm, m->arb != NULL);
 	json_object_set_new(cfg, "check-only", json_boolean(m->p.check_only));
@@ -227,23 +229,31 @@ static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 	m->s.timeout_ms = PEER_TIMEOUT_MS;
 	m->t_pause = src_now_ms();
 	m->was_paused = vm_get_state(m->vm) == VM_STATE_PAUSED;
+	uint64_t bytes = src_bytes_out(m), normal, zero, entries;
+
 	pthread_mutex_lock(&m->mu);
-	m->bytes_paused = m->s.bytes_out;
+	m->bytes_paused = bytes;
 	pthread_mutex_unlock(&m->mu);
 	if ((r = vm_pause(m->vm, err)))
 		return src_set_fail(m, "kvm", err, r);
 	m->paused = !m->was_paused;	/* ours to undo on failure */
 	vm_set_throttle(m->vm, 0, NULL);
-	stream_set_rate(&m->s, 0);	/* the downtime window is not paced */
+	src_set_rate(m, 0);	/* the downtime window is not paced */
 	n = dirty_sync(m->vm, m->rs.dirty, err);
 	if (n < 0)
 		return src_set_fail(m, "kvm", err, (int)n);
 	/* post-copy: the pages dirty now stay here for later; the destination
 	 * learns which of its copies are stale */
-	r = postcopy ? src_postcopy_announce(m, err) : ram_send_dirty(&m->rs, err);
+	r = postcopy ? 0 : src_ram_pass(m, false, err);
+	/* the extra channels end here: what follows goes on the first one */
+	if (!r)
+		r = src_chan_end(m, err);
+	if (!r && postcopy)
+		r = src_postcopy_announce(m, err);
+	src_chan_totals(m, &bytes, &normal, &zero, &entries);
 	if (r || (r = devstate_send_all(m->vm, &m->s, err)) ||
 	    (r = mig_send_end(&m->s, MIG_REC_STATE_END, &(struct mig_end){
-			m->rs.st.entries, m->was_paused }, err)) ||
+			entries, m->was_paused }, err)) ||
 	    (r = stream_flush(&m->s, err)))
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
 	if (!postcopy) {
@@ -356,7 +366,7 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 	if (!r) {
 		pthread_mutex_lock(&m->mu);
 		m->downtime_ms = src_now_ms() - m->t_pause;
-		m->bytes_resumed = ps->bytes_out;
+		m->bytes_resumed = ps == &m->s ? src_bytes_out(m) : ps->bytes_out;
 		if (!mig_parse_json(&rec, &j, NULL)) {
 			json_t *l = json_object_get(j, "load-ms");
 			if (json_is_number(l))
@@ -530,7 +540,8 @@ void src_run_live(struct migration *m)
 {
 	struct kv_err err = { "" };
 
-	if (src_open_peer(m, &m->s, &err) || src_init_sender(m, &m->s, &err)) {
+	if (src_open_peer(m, &m->s, &err) || src_init_sender(m, &m->s, &err) ||
+	    (!m->p.check_only && src_chan_open(m, &err))) {
 		src_rollback(m, &m->s, &err);
 		return;
 	}

@@ -62,6 +62,12 @@ struct migration {
 	uint64_t pc_requests;	/* pages the destination asked for */
 	json_t *pc_stats;	/* the destination's POSTCOPY_DONE */
 	struct mig_policy_cfg pcfg;	/* policy resolved (auto: by the prediction) */
+	/* several channels (src_channels.c) */
+	unsigned nchan;		/* connections for RAM, the first included (>= 1) */
+	char chan_token[33];	/* the destination's, for the extra connections */
+	struct src_chan *chan;	/* nchan - 1 extra channels (under mu) */
+	unsigned chan_failed;	/* under mu: the first extra channel that failed */
+	pthread_cond_t chan_cv;	/* with mu: jobs posted, jobs done */
 
 	/* thread-private */
 	struct stream s;
@@ -97,6 +103,21 @@ void src_finish_completed(struct migration *m, const char *how);
  * link probe and the prediction.  *postcopy: the policy chose post-copy. */
 int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err);
 int src_check_only(struct migration *m, struct kv_err *err);
+
+/* src_channels.c: RAM over several connections.  A pass sends every page
+ * (all) or every dirty page over all channels, and returns when all of it
+ * is on its way; src_chan_end closes the extra channels after the last
+ * pages (CHANNEL_END).  With one channel these are the single-stream
+ * calls. */
+int src_chan_open(struct migration *m, struct kv_err *err);
+int src_ram_pass(struct migration *m, bool all, struct kv_err *err);
+int src_chan_end(struct migration *m, struct kv_err *err);
+void src_chan_close(struct migration *m);
+void src_chan_shutdown_locked(struct migration *m);	/* under mu */
+void src_set_rate(struct migration *m, uint64_t bytes_per_sec);	/* shared out */
+uint64_t src_bytes_out(struct migration *m);	/* every channel's */
+void src_chan_totals(struct migration *m, uint64_t *bytes, uint64_t *normal, uint64_t *zero,
+		     uint64_t *entries);
 
 void src_run_live(struct migration *m);
 void src_run_save(struct migration *m);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "control/control.h"
+#include "migration/hello.h"
 #include "migration/migration.h"
 #include "vmm/cmds.h"
 #include "vmm/vmm.h"
@@ -143,7 +144,7 @@ int qmp_migrate_continue(void *opaque, json_t *args, json_t **ret, struct kv_err
 
 /* ---- capabilities ---- */
 
-enum cap_kind { CAP_NONE, CAP_AUTO_CONVERGE, CAP_POSTCOPY, CAP_PAUSE, CAP_ALWAYS };
+enum cap_kind { CAP_NONE, CAP_AUTO_CONVERGE, CAP_POSTCOPY, CAP_PAUSE, CAP_MULTIFD, CAP_ALWAYS };
 
 /* QEMU 7.2's MigrationCapability, in its order: what kvmove does with each.
  * CAP_NONE: kvmove does not have it (false is accepted, true refused);
@@ -158,7 +159,7 @@ static const struct cap {
 	{ "postcopy-ram", CAP_POSTCOPY }, { "x-colo", CAP_NONE },
 	{ "release-ram", CAP_NONE }, { "block", CAP_NONE },
 	{ "return-path", CAP_ALWAYS }, { "pause-before-switchover", CAP_PAUSE },
-	{ "multifd", CAP_NONE }, { "dirty-bitmaps", CAP_NONE },
+	{ "multifd", CAP_MULTIFD }, { "dirty-bitmaps", CAP_NONE },
 	{ "postcopy-blocktime", CAP_NONE }, { "late-block-activate", CAP_NONE },
 	{ "x-ignore-shared", CAP_NONE }, { "validate-uuid", CAP_NONE },
 	{ "background-snapshot", CAP_NONE }, { "zero-copy-send", CAP_NONE },
@@ -171,6 +172,7 @@ static bool *cap_flag(struct mig_settings *s, enum cap_kind k)
 	case CAP_AUTO_CONVERGE: return &s->auto_converge;
 	case CAP_POSTCOPY: return &s->postcopy_ram;
 	case CAP_PAUSE: return &s->pause_before_switchover;
+	case CAP_MULTIFD: return &s->multifd;
 	default: return NULL;
 	}
 }
@@ -293,8 +295,9 @@ int qmp_migrate_set_parameters(void *opaque, json_t *args, json_t **ret, struct 
 			if (!(r = set_int(v, key, 1, 99, &n, err)))
 				next.throttle_max = (unsigned)n;
 		} else if (!strcmp(key, "multifd-channels")) {
-			/* without the multifd capability QEMU ignores it too */
-			r = set_int(v, key, 1, 255, &n, err);
+			/* used with the multifd capability, as in QEMU */
+			if (!(r = set_int(v, key, 1, MIG_MAX_CHANNELS, &n, err)))
+				next.multifd_channels = (unsigned)n;
 		} else if (!strcmp(key, "tls-creds") || !strcmp(key, "tls-hostname") ||
 			   !strcmp(key, "tls-authz")) {
 			r = kv_errf(err, ENOTSUP, "'%s': a kvmove VMM's TLS credentials are set when "
@@ -329,7 +332,7 @@ int qmp_query_migrate_parameters(void *opaque, json_t *args, json_t **ret, struc
 			 "cpu-throttle-initial", (int)s.throttle_initial,
 			 "cpu-throttle-increment", (int)s.throttle_step,
 			 "max-cpu-throttle", (int)s.throttle_max,
-			 "multifd-channels", 1,
+			 "multifd-channels", (int)s.multifd_channels,
 			 "tls-creds", vmm_tls_creds_name(vmm),
 			 "tls-hostname", "");
 	return 0;

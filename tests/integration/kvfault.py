@@ -28,7 +28,9 @@ forwarding it:
 
 "src" is the source -> destination direction, "dst" the way back.  Counting
 is per connection (a check-only probe is a connection of its own) and each
-rule fires once, on the first connection that reaches it.  The proxy is
+rule fires once, on the first connection that reaches it (or, with
+conn=K, only on the Kth connection accepted, from 0: a migration over
+several channels opens its extra ones after the first).  The proxy is
 closed by the harness at cleanup.
 
 Python 3 standard library only.
@@ -49,7 +51,8 @@ MAX_PAYLOAD = 64 << 20      # beyond this the bytes are not a record stream
 REC = {1: "HELLO", 2: "CONFIG", 3: "PREFLIGHT", 4: "RAM", 5: "ROUND", 6: "VM_ARCH",
        7: "VCPU", 8: "DEVICE", 9: "STATE_END", 10: "READY", 11: "GO", 12: "RESUMED",
        13: "ERROR", 14: "END", 15: "SAVED", 16: "PROBE", 17: "PROBE_ACK", 18: "POSTCOPY",
-       19: "DISCARD", 20: "PAGE_REQ", 21: "POSTCOPY_END", 22: "POSTCOPY_DONE", 23: "NEEDED"}
+       19: "DISCARD", 20: "PAGE_REQ", 21: "POSTCOPY_END", 22: "POSTCOPY_DONE", 23: "NEEDED",
+       24: "CHANNEL_END"}
 REC_TYPE = {v: k for k, v in REC.items()}
 
 
@@ -84,7 +87,7 @@ class Record:
 class Rule:
     """One planned fault.  For a stall: wait() until it holds data, release()."""
 
-    def __init__(self, proxy, direction, rtype, nth, action, offset=None):
+    def __init__(self, proxy, direction, rtype, nth, action, offset=None, conn=None):
         if direction not in ("src", "dst"):
             raise ValueError("direction must be 'src' or 'dst'")
         self.proxy = proxy
@@ -93,6 +96,7 @@ class Rule:
         self.nth = nth
         self.action = action
         self.offset = offset
+        self.conn = conn        # only on this connection (by accept order), or any
         self.fired = threading.Event()      # the rule acted
         self.released = threading.Event()   # stall: let the data go
         self.record = None
@@ -247,7 +251,7 @@ class _Conn:
         done here, in place.  Returns the rule or None."""
         n = self.counts[direction].get(rec.type, 0) + 1
         self.counts[direction][rec.type] = n
-        rule = self.proxy._match(direction, rec.type, n)
+        rule = self.proxy._match(direction, rec.type, n, self.idx)
         if rule is None:
             return None
         rec.action = rule.action
@@ -392,15 +396,15 @@ class FaultProxy:
 
     # ---- planning faults ----
 
-    def _rule(self, direction, rtype, nth, action, offset=None):
-        r = Rule(self, direction, rtype, nth, action, offset)
+    def _rule(self, direction, rtype, nth, action, offset=None, conn=None):
+        r = Rule(self, direction, rtype, nth, action, offset, conn)
         with self._lock:
             self.rules.append(r)
         return r
 
-    def cut(self, direction, rtype, nth=1):
+    def cut(self, direction, rtype, nth=1, conn=None):
         """Close both connections instead of forwarding that record."""
-        return self._rule(direction, rtype, nth, "cut")
+        return self._rule(direction, rtype, nth, "cut", conn=conn)
 
     def flip(self, direction, rtype, nth=1, offset=None):
         """Flip one payload byte (default: the middle one) of that record
@@ -419,20 +423,20 @@ class FaultProxy:
         """Send the record after that one first."""
         return self._rule(direction, rtype, nth, "swap")
 
-    def stall(self, direction, rtype, nth=1):
+    def stall(self, direction, rtype, nth=1, conn=None):
         """Hold that record and all later data in that direction until
         release() (or until the connection dies)."""
-        return self._rule(direction, rtype, nth, "stall")
+        return self._rule(direction, rtype, nth, "stall", conn=conn)
 
     def release_all(self):
         for r in self.rules:
             r.release()
 
-    def _match(self, direction, rtype, n):
+    def _match(self, direction, rtype, n, conn):
         with self._lock:
             for r in self.rules:
                 if (not r.claimed and r.dir == direction and r.type == rtype
-                        and r.nth == n):
+                        and r.nth == n and r.conn in (None, conn)):
                     r.claimed = True
                     return r
         return None
