@@ -88,16 +88,20 @@ int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cond, NULL);
 	pthread_cond_init(&m->chan_cv, NULL);
-	mig_random_hex(m->id);	/* what a destination checks before it lets a
-				 * source reconnect to a paused post-copy */
-	r = pthread_create(&m->thread, NULL, source_main, m);
+	/* what a destination checks before it lets a source reconnect to a
+	 * paused post-copy, and extra channels present */
+	r = mig_random_hex(m->id);
+	if (r)
+		kv_errf(err, -r, "no random bytes for the migration's id");
+	else if ((r = pthread_create(&m->thread, NULL, source_main, m)))
+		r = kv_errf_sys(err, r, "starting the migration thread");
 	if (r) {
 		pthread_cond_destroy(&m->cond);
 		pthread_cond_destroy(&m->chan_cv);
 		pthread_mutex_destroy(&m->mu);
 		pthread_mutex_destroy(&m->ev_mu);
 		free(m);
-		return kv_errf_sys(err, r, "starting the migration thread");
+		return r;
 	}
 	*out = m;
 	return 0;

@@ -408,8 +408,9 @@ static json_t *dst_hello(struct mig_incoming *in)
 	if (n > MIG_MAX_CHANNELS)
 		n = MIG_MAX_CHANNELS;
 	in->nchan = n ? n : 1;
-	if (in->nchan > 1)
-		mig_random_hex(in->chan_token);
+	/* no token, no extra channels: RAM goes over this one connection */
+	if (in->nchan > 1 && mig_random_hex(in->chan_token))
+		in->nchan = 1;
 	json_object_set_new(j, "channels", json_integer(in->nchan));
 	if (in->nchan > 1)
 		json_object_set_new(j, "token", json_string(in->chan_token));

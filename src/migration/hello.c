@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "migration/proto.h"
 
@@ -106,19 +104,24 @@ out:
 	return r;
 }
 
-void mig_random_hex(char out[33])
+int mig_random_hex(char out[33])
 {
-	uint8_t b[16] = { 0 };
+	uint8_t b[16];
+	size_t got = 0;
 
-	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
-		/* getrandom cannot fail for 16 bytes once the pool is ready;
-		 * still, never leave it predictable-by-accident */
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		uint64_t t = (uint64_t)ts.tv_nsec * 1000003u ^ (uint64_t)getpid() ^
-			     (uint64_t)ts.tv_sec << 32;
-		memcpy(b, &t, sizeof(t));
+	/* These authenticate (a channel's token) and identify (a post-copy's
+	 * recovery): never weaker than the kernel's random bytes. */
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			out[0] = 0;
+			return -(n < 0 ? errno : EIO);
+		}
+		got += (size_t)n;
 	}
 	for (int i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	return 0;
 }

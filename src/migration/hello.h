@@ -28,7 +28,7 @@
 
 struct mig_hello {
 	char role[16];		/* source, destination, file, channel */
-	int version;		/* what the peer wrote */
+	int version;		/* the version both use: the lower of the peer's and ours */
 	unsigned caps;		/* MIG_CAP_* it listed (known ones) */
 	unsigned channels;	/* with MIG_CAP_CHANNELS: wanted (source) or granted
 				 * (destination); 1 otherwise */
@@ -46,7 +46,8 @@ json_t *mig_hello_new(const char *role, unsigned caps);
  * want_role (NULL: any), field types.  Fills *h. */
 int mig_hello_parse(const struct stream_rec *rec, const char *want_role, struct mig_hello *h,
 		    struct kv_err *err);
-/* 32 random hex characters (migration ids, channel tokens). */
-void mig_random_hex(char out[33]);
+/* 32 random hex characters from getrandom(2) (migration ids, channel
+ * tokens): 0, or -errno with out empty. */
+int mig_random_hex(char out[33]);
 
 #endif

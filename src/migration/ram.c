@@ -153,6 +153,9 @@ int ram_sender_init_stripe(struct ram_sender *rs, const struct ram_sender *from,
 	return 0;
 }
 
+/* a bitmap word belongs to one stripe (ram_send_dirty decides by its first page) */
+_Static_assert(RAM_STRIPE_PAGES % 64 == 0, "a stripe is whole bitmap words");
+
 static bool in_stripe(const struct ram_sender *rs, uint64_t page)
 {
 	return rs->nstripes <= 1 || (page / RAM_STRIPE_PAGES) % rs->nstripes == rs->stripe;
@@ -224,8 +227,9 @@ int ram_send_dirty(struct ram_sender *rs, struct kv_err *err)
 			if ((r = add_page(rs, b, w * 64 + bit, false, err)))
 				goto out;
 		}
-		/* The pages are in the stream buffer (or on the wire): only now
-		 * may their bits go. */
+		/* Their bits go now, though up to a batch of them is copied
+		 * only at the next flush: a guest write meanwhile is in the
+		 * dirty log, and the next sync sends the page again. */
 		rs->dirty[w] = 0;
 	}
 	r = flush_batch(rs, b, err);

@@ -62,6 +62,8 @@ int ram_send_all(struct ram_sender *rs, struct kv_err *err);
 /* Send and clear every page in rs->dirty. */
 int ram_send_dirty(struct ram_sender *rs, struct kv_err *err);
 uint64_t ram_dirty_count(const struct ram_sender *rs);
+/* The calls below ignore stripes: only the first channel's sender makes
+ * them, after the extra channels ended (post-copy) or between passes. */
 /* Post-copy: send these pages (memfd page indexes) now, clearing their
  * bits; and the next `max` dirty pages (only those also set in `only`, if
  * given) from *cursor on, wrapping.  *sent: how many went. */

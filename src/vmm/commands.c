@@ -330,11 +330,11 @@ static const struct ctl_cmd commands[] = {
 	{ "migrate", qmp_migrate,
 	  "start a migration: uri tcp:HOST:PORT (live) or file:PATH (save); downtime-ms, "
 	  "bandwidth (MiB/s), max-rounds, policy (fail, force, auto-converge, postcopy, "
-	  "auto), postcopy-after, check-only, via; or resume=true with uri to reconnect a "
+	  "auto), postcopy-after, channels (connections for RAM), check-only, via; or resume=true with uri to reconnect a "
 	  "paused post-copy",
 	  "uri:str ?detach:bool ?blk:bool ?inc:bool ?resume:bool ?downtime-ms:int "
 	  "?bandwidth:int ?max-rounds:int ?policy:str ?postcopy-after:int ?check-only:bool "
-	  "?via:str" },
+	  "?via:str ?channels:int" },
 	{ "query-migrate", qmp_query_migrate, "status and stats of the migration (either side)", NULL },
 	{ "migrate_cancel", qmp_migrate_cancel, "cancel the migration; the VM stays here", NULL },
 	{ "migrate-set-capabilities", qmp_migrate_set_capabilities,
