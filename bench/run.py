@@ -49,9 +49,12 @@ CONFIGS = [
     ("kvmove-default", "kvmove"),
     ("qemu-default", "qemu"),
     ("kvmove-300ms", "kvmove"),
+    ("kvmove-2ch", "kvmove"),
+    ("kvmove-4ch", "kvmove"),
     ("qemu-tuned", "qemu"),
     ("qemu-multifd", "qemu"),
 ]
+CHANNELS = {"kvmove-2ch": 2, "kvmove-4ch": 4}   # --channels; the rest: the default
 CONFIG_NOTES = {}                 # filled in once QEMU's defaults are known
 
 FIELDS = ["section", "vmm", "config", "mem_gib", "wss_mib", "rate_set", "rep", "hop", "link",
@@ -307,7 +310,10 @@ class Bench:
             t0 = now()
             timeout = self.timeout_for(wss, config, link_mibps)
             if src.kind == "kvmove":
-                params = {"downtime-ms": 300 if config == "kvmove-300ms" else 100}
+                params = {"downtime-ms": 100 if config == "kvmove-default" else 300}
+                # the channel count: named, or the default (2 on a 2-CPU host)
+                if config in CHANNELS:
+                    params["channels"] = CHANNELS[config]
                 if via:
                     params["via"] = via
                 status, st = src.migrate(dst.uri, params, timeout)
@@ -1215,6 +1221,8 @@ def main():
                     help="rates run at the largest size (time budget)")
     ap.add_argument("--no-link", action="store_true", help="skip the link-speed table")
     ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--configs", help="only these configurations (comma-separated: %s)"
+                    % ", ".join(c for c, _ in CONFIGS))
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the perf profile of one migration per VMM")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
@@ -1311,6 +1319,12 @@ def main():
                              "about a minute, and may not converge" % size_str(big))
         for mem_mib, rate, reps in plan:
             skip = set()
+            if args.configs:
+                want = set(args.configs.split(","))
+                unknown = want - {c for c, _ in CONFIGS}
+                if unknown:
+                    raise SystemExit("unknown configurations: %s" % ", ".join(sorted(unknown)))
+                skip = {c for c, _ in CONFIGS if c not in want}
             if not args.smoke:
                 if mem_mib == big and len(sizes) > 1 and b.qemu_defaults and \
                         rate * MIB >= b.qemu_defaults.get("max-bandwidth", 1 << 62):

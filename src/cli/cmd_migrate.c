@@ -40,7 +40,7 @@ static void usage(FILE *f)
 	      "  -b, --bandwidth MIB/S  limit the migration's bandwidth (0 = unlimited,\n"
 	      "                         the default)\n"
 	      "  -n, --channels N       send RAM over N connections in parallel (1..16;\n"
-	      "                         default: half the host's CPUs, 1 to 4; the\n"
+	      "                         default: half the host's CPUs, 2 to 4; the\n"
 	      "                         destination may grant fewer, an older one 1)\n"
 	      "  -r, --max-rounds N     pre-copy rounds before the policy decides\n"
 	      "                         (1..10000; default 30)\n"

@@ -355,7 +355,9 @@ unsigned mig_default_channels(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN) / 2;
 
-	return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+	/* two even on a 2-CPU host: measured faster than one there
+	 * (docs/benchmarks.md, "Several channels") */
+	return n < 2 ? 2 : n > 4 ? 4 : (unsigned)n;
 }
 
 static int get_uint(json_t *v, const char *key, long long lo, long long hi, long long *out,

@@ -81,7 +81,7 @@ struct mig_settings {
 	unsigned multifd_channels;	/* ... connections; off: mig_default_channels() */
 };
 /* Connections for a migration when nobody said: half the host's CPUs (the
- * other half runs the guest), 1 to 4. */
+ * other half runs the guest), 2 to 4. */
 unsigned mig_default_channels(void);
 void mig_settings_defaults(struct mig_settings *s);
 
