@@ -277,7 +277,7 @@ json_t *mig_query(struct migration *m)
 			"dirty-sync-count", (json_int_t)m->rounds,
 			"postcopy-requests",
 			(json_int_t)__atomic_load_n(&m->pc_requests, __ATOMIC_RELAXED),
-			"page-size", (json_int_t)MEM_PAGE_SIZE, "multifd-bytes", (json_int_t)0,
+			"page-size", (json_int_t)MEM_PAGE_SIZE, "multifd-bytes", (json_int_t)m->chan_bytes,
 			"pages-per-second", (json_int_t)(active_s > 0 ?
 							 (double)m->normal / active_s : 0),
 			"precopy-bytes", (json_int_t)pre, "downtime-bytes", (json_int_t)down,
@@ -317,6 +317,10 @@ json_t *mig_query(struct migration *m)
 	if (m->prediction)
 		json_object_set(o, "x-prediction", m->prediction);
 	json_object_set_new(o, "x-downtime-target", json_integer((json_int_t)m->p.downtime_ms));
+	/* connections for RAM: asked for, and in use once the destination said */
+	json_object_set_new(o, "x-channels", json_pack("{s:i, s:i}", "requested",
+						       (int)m->p.channels, "granted",
+						       (int)m->granted));
 	pthread_mutex_unlock(&m->mu);
 	return o;
 }

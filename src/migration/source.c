@@ -108,6 +108,7 @@ void src_publish(void *opaque)
 	src_chan_totals(m, &bytes, &normal, &zero, &entries);
 	pthread_mutex_lock(&m->mu);
 	m->transferred = bytes;
+	m->chan_bytes = bytes - m->s.bytes_out;
 	m->normal = normal;
 	m->zero = zero;
 	m->total_ms = now - m->t_start;
@@ -175,6 +176,9 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 		m->nchan = h.channels < m->p.channels ? h.channels : m->p.channels;
 		memcpy(m->chan_token, h.token, sizeof(m->chan_token));
 	}
+	pthread_mutex_lock(&m->mu);
+	m->granted = m->nchan;
+	pthread_mutex_unlock(&m->mu);
 
 	cfg = mig_config_to_json(m->vm, m->arb != NULL);
 	json_object_set_new(cfg, "check-only", json_boolean(m->p.check_only));

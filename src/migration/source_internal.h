@@ -67,6 +67,8 @@ struct migration {
 	char chan_token[33];	/* the destination's, for the extra connections */
 	struct src_chan *chan;	/* nchan - 1 extra channels (under mu) */
 	unsigned chan_failed;	/* under mu: the first extra channel that failed */
+	uint64_t chan_bytes;	/* under mu: sent over the extra channels (multifd-bytes) */
+	unsigned granted;	/* under mu: nchan, for queries (0 before the HELLO) */
 	pthread_cond_t chan_cv;	/* with mu: jobs posted, jobs done */
 
 	/* thread-private */
