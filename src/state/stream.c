@@ -338,8 +338,8 @@ static int readv_exact(struct stream *s, struct iovec *iov, int cnt, size_t tota
 		if (r == 0) {
 			if (eof_ok && got == 0)
 				return fail(&s->rerr, err, ECONNRESET, "end of stream");
-			return fail(&s->rerr, err, EPIPE, "stream truncated (%zu of %zu bytes)", got,
-				    total);
+			return fail(&s->rerr, err, EPIPE, "stream truncated: the peer closed the "
+				    "connection after %zu of %zu bytes", got, total);
 		}
 		got += (size_t)r;
 		s->bytes_in += (uint64_t)r;
