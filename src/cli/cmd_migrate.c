@@ -23,6 +23,7 @@
 static void usage(FILE *f)
 {
 	fputs("usage: kvmove migrate --control SOCKET --to tcp:HOST:PORT [options]\n"
+	      "       kvmove migrate --control SOCKET --to unix:PATH    (same host)\n"
 	      "\n"
 	      "Live-migrate the VM served on SOCKET to a destination VMM waiting with\n"
 	      "'kvmove run --incoming tcp:HOST:PORT'.  The VM keeps running during the\n"
@@ -33,8 +34,14 @@ static void usage(FILE *f)
 	      "waits until the VMM confirms; once the VM is being handed over it is\n"
 	      "too late to cancel and the migration finishes.\n"
 	      "\n"
+	      "Same host (unix:PATH, e.g. to upgrade kvmove under a running VM): a new\n"
+	      "VMM started with 'kvmove run --incoming unix:PATH' takes the VM over; guest\n"
+	      "RAM and TAPs are handed over as file descriptors, no page is copied, and\n"
+	      "the pause lasts as long as moving the vCPU and device state.\n"
+	      "\n"
 	      "  -c, --control SOCKET   the source VMM's control socket\n"
-	      "  -T, --to tcp:HOST:PORT the destination's --incoming address\n"
+	      "  -T, --to ADDR          the destination's --incoming address: tcp:HOST:PORT,\n"
+	      "                         or unix:PATH for a VMM on this host\n"
 	      "  -d, --downtime-ms N    downtime target (1..3600000; default 100): switch\n"
 	      "                         over once the rest can be sent within it\n"
 	      "  -b, --bandwidth MIB/S  limit the migration's bandwidth (0 = unlimited,\n"
@@ -114,13 +121,15 @@ static int parse_uint(const char *opt, const char *s, long long lo, long long hi
 	return 0;
 }
 
-/* tcp:HOST:PORT with a port in 1..65535. */
-static bool valid_tcp_uri(const char *uri)
+/* tcp:HOST:PORT with a port in 1..65535, or unix:PATH. */
+static bool valid_uri(const char *uri)
 {
 	const char *colon;
 	char *end;
 	long port;
 
+	if (!strncmp(uri, "unix:", 5))
+		return uri[5] != 0;
 	if (strncmp(uri, "tcp:", 4) || !(colon = strrchr(uri + 4, ':')) || colon == uri + 4)
 		return false;
 	errno = 0;
@@ -254,8 +263,8 @@ int cmd_migrate(int argc, char **argv)
 		goto usage;
 	}
 	if (!o.control || !o.target) {
-		fprintf(stderr, "kvmove migrate: --control SOCKET and --to tcp:HOST:PORT are "
-			"required\n");
+		fprintf(stderr, "kvmove migrate: --control SOCKET and --to tcp:HOST:PORT (or "
+			"unix:PATH) are required\n");
 		goto usage;
 	}
 	if (quick && !o.via) {
@@ -263,9 +272,9 @@ int cmd_migrate(int argc, char **argv)
 			"both hosts see)\n");
 		goto usage;
 	}
-	if (!valid_tcp_uri(o.target)) {
-		fprintf(stderr, "kvmove migrate: --to must be tcp:HOST:PORT, not '%s' (to save "
-			"to a file, use 'kvmove save')\n", o.target);
+	if (!valid_uri(o.target)) {
+		fprintf(stderr, "kvmove migrate: --to must be tcp:HOST:PORT or unix:PATH, not '%s' "
+			"(to save to a file, use 'kvmove save')\n", o.target);
 		goto usage;
 	}
 	if (resume && json_object_size(args)) {

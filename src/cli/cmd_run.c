@@ -68,9 +68,12 @@ static void usage(FILE *f)
 	      "                       final stats (kvmove migrate quits it for you)\n"
 	      "\n"
 	      "Migration destination (instead of --kernel):\n"
-	      "  --incoming tcp:HOST:PORT | defer\n"
+	      "  --incoming tcp:HOST:PORT | unix:PATH | defer\n"
 	      "                       wait for a live migration on this address (defer:\n"
-	      "                       the address comes later, by QMP migrate-incoming); name,\n"
+	      "                       the address comes later, by QMP migrate-incoming;\n"
+	      "                       unix:PATH: a same-host hand-over from a VMM of this\n"
+	      "                       user or root, no TLS needed, RAM and TAPs come as\n"
+	      "                       file descriptors); name,\n"
 	      "                       memory, vCPUs and CPU model come from the source.\n"
 	      "                       Needs --expect.  A connection that is not the\n"
 	      "                       expected VM, or says nothing for 5 s, is refused\n"
@@ -357,7 +360,9 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "kvmove run: give one of --tls-psk, --tls-creds, --insecure\n");
 		return KV_EXIT_USAGE;
 	}
-	if (o.incoming && !o.tls_psk && !o.tls_creds && !o.insecure) {
+	/* unix:PATH is this host: the peer's uid is checked, nothing leaves */
+	if (o.incoming && strncmp(o.incoming, "unix:", 5) && !o.tls_psk && !o.tls_creds &&
+	    !o.insecure) {
 		fprintf(stderr, "kvmove run: --incoming needs credentials: --tls-psk FILE (make one "
 			"with 'kvmove keygen') or --tls-creds DIR (x509, docs/TLS.md); --insecure "
 			"takes any peer in plaintext (benchmarks only)\n");

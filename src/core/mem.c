@@ -3,10 +3,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int mem_layout(uint64_t size, struct mem_region *regions, unsigned max,
@@ -68,27 +70,18 @@ int mem_parse_size(const char *s, uint64_t *out, struct kv_err *err)
 	return 0;
 }
 
-int mem_init(struct guest_mem *mem, uint64_t size, struct kv_err *err)
+/* Lay out, map and track mem->memfd (already sized). */
+static int mem_map(struct guest_mem *mem, uint64_t size, struct kv_err *err)
 {
-	int n;
+	int n = mem_layout(size, mem->regions, MEM_MAX_REGIONS, err);
 
-	memset(mem, 0, sizeof(*mem));
-	mem->memfd = -1;
-	n = mem_layout(size, mem->regions, MEM_MAX_REGIONS, err);
-	if (n < 0)
+	if (n < 0) {
+		mem_destroy(mem);
 		return n;
+	}
 	mem->nregions = (unsigned)n;
 	mem->size = size;
 	mem->npages = size >> MEM_PAGE_SHIFT;
-
-	mem->memfd = memfd_create("kvmove-ram", MFD_CLOEXEC);
-	if (mem->memfd < 0)
-		return kv_errf_sys(err, errno, "memfd_create");
-	if (ftruncate(mem->memfd, (off_t)size) < 0) {
-		int e = errno;
-		mem_destroy(mem);
-		return kv_errf_sys(err, e, "ftruncate guest RAM to %" PRIu64 " bytes", size);
-	}
 	mem->host = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			 MAP_SHARED | MAP_NORESERVE, mem->memfd, 0);
 	if (mem->host == MAP_FAILED) {
@@ -112,6 +105,58 @@ int mem_init(struct guest_mem *mem, uint64_t size, struct kv_err *err)
 		return kv_errf(err, ENOMEM, "allocating the dirty bitmap");
 	}
 	return 0;
+}
+
+int mem_init(struct guest_mem *mem, uint64_t size, struct kv_err *err)
+{
+	int r;
+
+	memset(mem, 0, sizeof(*mem));
+	mem->memfd = -1;
+	r = mem_layout(size, mem->regions, MEM_MAX_REGIONS, err);
+	if (r < 0)
+		return r;
+	mem->memfd = memfd_create("kvmove-ram", MFD_CLOEXEC);
+	if (mem->memfd < 0)
+		return kv_errf_sys(err, errno, "memfd_create");
+	if (ftruncate(mem->memfd, (off_t)size) < 0) {
+		int e = errno;
+		mem_destroy(mem);
+		return kv_errf_sys(err, e, "ftruncate guest RAM to %" PRIu64 " bytes", size);
+	}
+	return mem_map(mem, size, err);
+}
+
+int mem_init_fd(struct guest_mem *mem, uint64_t size, int fd, struct kv_err *err)
+{
+	struct stat st;
+	int seals, fl, r;
+
+	memset(mem, 0, sizeof(*mem));
+	mem->memfd = -1;
+	r = mem_layout(size, mem->regions, MEM_MAX_REGIONS, err);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return kv_errf_sys(err, errno, "guest RAM fd");
+	/* F_GET_SEALS answers only for memfd (shmem, hugetlbfs) files: not a
+	 * disk file, a device or a socket passed off as RAM */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (!S_ISREG(st.st_mode) || seals < 0)
+		return kv_errf(err, EINVAL, "the guest RAM fd is not a memfd");
+	if ((uint64_t)st.st_size != size)
+		return kv_errf(err, EINVAL, "the guest RAM memfd has %lld bytes, the VM %" PRIu64,
+			       (long long)st.st_size, size);
+	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK))
+		return kv_errf(err, EPERM, "the guest RAM memfd is sealed against writing or "
+			       "shrinking");
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR)
+		return kv_errf(err, EACCES, "the guest RAM memfd is not open for writing");
+	mem->memfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (mem->memfd < 0)
+		return kv_errf_sys(err, errno, "dup of the guest RAM memfd");
+	return mem_map(mem, size, err);
 }
 
 void mem_destroy(struct guest_mem *mem)

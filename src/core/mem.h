@@ -58,6 +58,11 @@ int mem_layout(uint64_t size, struct mem_region *regions, unsigned max,
 int mem_parse_size(const char *s, uint64_t *out, struct kv_err *err);
 
 int mem_init(struct guest_mem *mem, uint64_t size, struct kv_err *err);
+/* The same over an existing memfd (a same-host hand-over): it must be a
+ * memfd/shmem file of exactly size bytes, writable and not sealed against
+ * writes or shrinking.  A dup is kept; fd stays the caller's.  Its pages
+ * are used as they are. */
+int mem_init_fd(struct guest_mem *mem, uint64_t size, int fd, struct kv_err *err);
 void mem_destroy(struct guest_mem *mem);
 
 /*

@@ -162,7 +162,8 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err)
 		}
 	}
 
-	r = mem_init(&vm->mem, cfg->mem_size, err);
+	r = cfg->has_memfd ? mem_init_fd(&vm->mem, cfg->mem_size, cfg->memfd, err)
+			   : mem_init(&vm->mem, cfg->mem_size, err);
 	if (r)
 		goto fail;
 	r = register_slots(vm, err);

@@ -42,6 +42,11 @@ struct vm_config {
 	 * destination passes the source's, so the guest's CPU never changes
 	 * under it (preflight has checked this host supports it). */
 	const struct kvm_cpuid2 *cpuid;
+	/* Same-host hand-over (has_memfd): guest RAM is this memfd, whose
+	 * pages the previous VMM filled (a dup is kept; the caller keeps
+	 * memfd), instead of a new, empty one. */
+	bool has_memfd;
+	int memfd;
 };
 
 enum vm_state {

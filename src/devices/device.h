@@ -66,6 +66,10 @@ struct dev_ops {
 	void (*spec)(struct device *dev, struct dev_spec *out);
 	/* Disks only (optional). */
 	void (*blockstats)(struct device *dev, struct dev_blockstats *out);
+	/* A same-host hand-over (kvmove migrate --to unix:PATH): the host fd
+	 * the next VMM takes over instead of opening the resource again (a
+	 * TAP, which one process at a time may attach).  Optional. */
+	int (*handover_fd)(struct device *dev);
 	void (*destroy)(struct device *dev);
 	/* Migratable state: described by *state, stored at state_ptr(dev). */
 	const struct vmstate_desc *state;

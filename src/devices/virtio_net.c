@@ -355,6 +355,11 @@ static const struct virtio_ops net_vops = {
 	.reset = net_reset,
 };
 
+static int net_handover_fd(struct device *dev)
+{
+	return vnet_of(virtio_from_device(dev))->tap;
+}
+
 static void net_spec(struct device *dev, struct dev_spec *out)
 {
 	struct vnet *n = vnet_of(virtio_from_device(dev));
@@ -372,6 +377,7 @@ static const struct dev_ops net_ops = {
 	.state_ptr = virtio_state_ptr,
 	.post_load = net_post_load,
 	.spec = net_spec,
+	.handover_fd = net_handover_fd,
 };
 
 static int open_tap(const char *ifname, struct kv_err *err)
@@ -392,8 +398,27 @@ static int open_tap(const char *ifname, struct kv_err *err)
 	return fd;
 }
 
+/* A TAP fd from the previous VMM: it must be a TAP, attached to ifname. */
+static int adopt_tap(int fd, const char *ifname, struct kv_err *err)
+{
+	struct ifreq ifr;
+	int d;
+
+	memset(&ifr, 0, sizeof(ifr));
+	if (ioctl(fd, TUNGETIFF, &ifr) < 0)
+		return kv_errf(err, EINVAL, "the fd handed over for TAP %s is not a TAP", ifname);
+	if (!(ifr.ifr_flags & IFF_TAP) || strncmp(ifr.ifr_name, ifname, IFNAMSIZ))
+		return kv_errf(err, EINVAL, "the fd handed over for TAP %s is attached to %.*s",
+			       ifname, IFNAMSIZ, ifr.ifr_name);
+	d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (d < 0)
+		return kv_errf_sys(err, errno, "dup of the TAP fd");
+	fcntl(d, F_SETFL, fcntl(d, F_GETFL) | O_NONBLOCK);
+	return d;
+}
+
 int virtio_net_create(struct device **out, struct vm *vm, struct pci_host *host,
-		      const char *name, const char *tap, const uint8_t mac[6],
+		      const char *name, const char *tap, const uint8_t mac[6], int tapfd,
 		      struct kv_err *err)
 {
 	struct vnet *n = calloc(1, sizeof(*n));
@@ -408,7 +433,7 @@ int virtio_net_create(struct device **out, struct vm *vm, struct pci_host *host,
 	}
 	strcpy(n->ifname, tap);
 	memcpy(n->mac, mac, 6);
-	n->tap = open_tap(tap, err);
+	n->tap = tapfd >= 0 ? adopt_tap(tapfd, tap, err) : open_tap(tap, err);
 	n->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (n->tap < 0 || n->wake < 0) {
 		r = n->tap < 0 ? n->tap : kv_errf_sys(err, errno, "eventfd");

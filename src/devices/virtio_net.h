@@ -20,8 +20,11 @@ struct vm;
 struct pci_host;
 struct device;
 
+/* tapfd: a TAP fd handed over by the previous VMM on this host (a dup is
+ * kept; it must be attached to the TAP named tap), or -1 to attach tap
+ * here. */
 int virtio_net_create(struct device **out, struct vm *vm, struct pci_host *host,
-		      const char *name, const char *tap, const uint8_t mac[6],
+		      const char *name, const char *tap, const uint8_t mac[6], int tapfd,
 		      struct kv_err *err);
 
 /* Build one RARP announce frame for mac (60 bytes); for tests. */

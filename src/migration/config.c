@@ -239,6 +239,14 @@ void mig_config_free(struct mig_vm_config *cfg)
 {
 	free(cfg->cpuid);
 	cfg->cpuid = NULL;
+	if (!cfg->local)
+		return;
+	if (cfg->ram_fd >= 0)
+		close(cfg->ram_fd);
+	for (unsigned i = 0; i < MIG_MAX_DEVICES; i++)
+		if (cfg->dev_fd[i] >= 0)
+			close(cfg->dev_fd[i]);
+	cfg->local = false;
 }
 
 static uint64_t mem_available(void)
@@ -399,7 +407,8 @@ json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *ho
 		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this destination accepts "
 			    "at most %" PRIu64 " MiB (--max-mem)", cfg->mem_size >> 20,
 			    host->max_mem >> 20);
-	else if (host->avail_mem && cfg->mem_size > host->avail_mem)
+	/* a same-host hand-over shares the pages it already has */
+	else if (host->avail_mem && cfg->mem_size > host->avail_mem && !cfg->local)
 		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this host has %" PRIu64
 			    " MiB available", cfg->mem_size >> 20, host->avail_mem >> 20);
 	if (cfg->ncpus > host->max_vcpus)

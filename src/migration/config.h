@@ -28,6 +28,11 @@ struct mig_vm_config {
 	unsigned ndevices;
 	struct dev_spec devices[MIG_MAX_DEVICES];
 	bool uses_lock;
+	/* A same-host hand-over (never from JSON): guest RAM's memfd and, per
+	 * device, the fd it takes over (-1: none); closed by mig_config_free. */
+	bool local;
+	int ram_fd;
+	int dev_fd[MIG_MAX_DEVICES];
 };
 
 /* What a destination offers. */

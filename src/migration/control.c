@@ -14,6 +14,7 @@
 
 #include "core/vm.h"
 #include "migration/hello.h"
+#include "migration/proto.h"
 #include "migration/secure.h"
 #include "migration/source_internal.h"
 #include "migration/arbiter.h"
@@ -57,9 +58,9 @@ int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	if (vm_get_state(vm) != VM_STATE_RUNNING && vm_get_state(vm) != VM_STATE_PAUSED)
 		return kv_errf(err, EINVAL, "the VM cannot be migrated: it is %s",
 			       vm_state_name(vm_get_state(vm)));
-	if (strncmp(p->uri, "tcp:", 4) && strncmp(p->uri, "file:", 5))
-		return kv_errf(err, EINVAL, "unsupported destination '%s' (tcp:HOST:PORT or "
-			       "file:PATH)", p->uri);
+	if (strncmp(p->uri, "tcp:", 4) && strncmp(p->uri, "file:", 5) && !mig_uri_is_local(p->uri))
+		return kv_errf(err, EINVAL, "unsupported destination '%s' (tcp:HOST:PORT, "
+			       "unix:PATH or file:PATH)", p->uri);
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return kv_errf(err, ENOMEM, "migration");
@@ -68,6 +69,10 @@ int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	m->arb = arb;
 	m->p = *p;
 	if (m->p.channels < 1 || m->p.channels > MIG_MAX_CHANNELS)
+		m->p.channels = 1;
+	/* same host: no page travels, so one connection carries it all */
+	m->local = mig_uri_is_local(p->uri);
+	if (m->local)
 		m->p.channels = 1;
 	m->ev = ev;
 	m->ev_opaque = ev_opaque;
@@ -148,6 +153,9 @@ int mig_start_postcopy(struct migration *m, struct kv_err *err)
 	if (!m->p.postcopy_ram && m->p.policy != MIG_POLICY_POSTCOPY)
 		r = kv_errf(err, EINVAL, "Enable postcopy with migrate-set-capabilities before "
 			    "the start of migration");
+	else if (m->local)
+		r = kv_errf(err, EINVAL, "a same-host hand-over copies no pages: there is no "
+			    "post-copy");
 	else if (m->status != MIG_SETUP && m->status != MIG_ACTIVE)
 		r = kv_errf(err, EINVAL, "postcopy must be started during pre-copy (the migration "
 			    "is %s)", mig_status_name(m->status));
@@ -311,12 +319,26 @@ json_t *mig_query(struct migration *m)
 	if (m->dest_load_ms > 0)
 		json_object_set_new(o, "x-destination-load-ms", json_real(m->dest_load_ms));
 	json_object_set_new(o, "x-check-only", json_boolean(m->p.check_only));
-	json_object_set_new(o, "x-policy", json_string(mig_policy_name(m->pcfg.policy)));
+	/* same host: memory handed over, no pre-copy and so no policy */
+	json_object_set_new(o, "x-local", json_boolean(m->local));
+	if (!m->local)
+		json_object_set_new(o, "x-policy", json_string(mig_policy_name(m->pcfg.policy)));
 	if (m->p.policy == MIG_POLICY_AUTO)
 		json_object_set_new(o, "x-policy-requested", json_string("auto"));
 	if (m->prediction)
 		json_object_set(o, "x-prediction", m->prediction);
 	json_object_set_new(o, "x-downtime-target", json_integer((json_int_t)m->p.downtime_ms));
+	/* where the downtime went: each step's end, ms after the pause */
+	if (m->sw[SRC_SW_PAUSED] > 0) {
+		static const char *const names[SRC_SW_N] = {
+			"paused", "last-pages", "state-sent", "ready", "released", "resumed" };
+		json_t *sw = json_object();
+
+		for (unsigned i = 0; i < SRC_SW_N; i++)
+			if (m->sw[i] > 0)
+				json_object_set_new(sw, names[i], json_real(m->sw[i]));
+		json_object_set_new(o, "x-switchover", sw);
+	}
 	/* connections for RAM: asked for, and in use once the destination said */
 	json_object_set_new(o, "x-channels", json_pack("{s:i, s:i}", "requested",
 						       (int)m->p.channels, "granted",

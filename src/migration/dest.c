@@ -29,6 +29,7 @@
 #include "devices/device.h"
 #include "migration/devstate.h"
 #include "migration/dst_channels.h"
+#include "migration/dst_local.h"
 #include "migration/hello.h"
 #include "migration/migration.h"
 #include "migration/postcopy.h"
@@ -62,6 +63,10 @@ static int check_hello(struct mig_incoming *in, const struct stream_rec *rec,
 	if (h.id[0])
 		memcpy(in->id, h.id, sizeof(in->id));
 	in->want_channels = h.caps & MIG_CAP_CHANNELS ? h.channels : 1;
+	/* memory goes over as an fd only on a UNIX socket */
+	in->local = (h.caps & MIG_CAP_LOCAL) && in->conn_local;
+	if ((h.caps & MIG_CAP_LOCAL) && !in->conn_local)
+		return kv_errf(err, EPROTO, "a same-host hand-over needs a unix: address");
 	return 0;
 }
 
@@ -71,6 +76,7 @@ static int read_config(struct mig_incoming *in, struct stream *s, struct mig_vm_
 {
 	struct stream_rec rec;
 	json_t *j;
+	bool local;
 	int r = mig_expect(s, MIG_REC_CONFIG, &rec, err);
 
 	if (!r)
@@ -80,12 +86,22 @@ static int read_config(struct mig_incoming *in, struct stream *s, struct mig_vm_
 	*check_only = json_is_true(json_object_get(j, "check-only"));
 	if (quick)
 		*quick = json_is_true(json_object_get(j, "quick"));
+	local = json_is_true(json_object_get(j, "local"));
 	json_object_del(j, "check-only");
 	json_object_del(j, "quick");
+	json_object_del(j, "local");
 	r = mig_config_from_json(j, cfg, err);
 	json_decref(j);
 	if (r)
 		return r;
+	if (local != in->local)
+		return kv_errf(err, EPROTO, "CONFIG and HELLO disagree on a same-host hand-over");
+	if (local) {
+		cfg->local = true;
+		cfg->ram_fd = -1;
+		for (unsigned i = 0; i < MIG_MAX_DEVICES; i++)
+			cfg->dev_fd[i] = -1;
+	}
 	/* not the VM this destination was told to take: not ours to judge */
 	if (in->host.allow && in->host.allow->expect && strcmp(cfg->name, in->host.allow->expect))
 		return kv_errf(err, EPERM, "this destination does not take VM %s (it was "
@@ -160,6 +176,8 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 			if (in->pc)
 				r = kv_errf(err, EBADMSG, "RAM record after POSTCOPY, before the VM "
 					    "runs");
+			else if (in->local)
+				r = kv_errf(err, EBADMSG, "RAM record in a same-host hand-over");
 			else
 				r = ram_receive(in->vm, s, &rec, &in->pages, &in->ram_seq, err);
 			break;
@@ -402,7 +420,8 @@ static int serve_probe(struct stream *s, struct kv_err *err)
 static json_t *dst_hello(struct mig_incoming *in)
 {
 	json_t *j = mig_hello_new("destination", MIG_CAP_CHANNELS |
-				  (in->postcopy_ok ? MIG_CAP_POSTCOPY : 0));
+				  (in->postcopy_ok ? MIG_CAP_POSTCOPY : 0) |
+				  (in->conn_local ? MIG_CAP_LOCAL : 0));
 	unsigned n = in->want_channels;
 
 	if (n > MIG_MAX_CHANNELS)
@@ -486,7 +505,8 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		goto out;
 	}
 	in->main_s = s;
-	if ((r = dst_chan_accept(in, err)) || (r = build(in, &cfg, err)) ||
+	if ((in->local && (r = dst_local_receive(in, s, &cfg, err))) ||
+	    (r = dst_chan_accept(in, err)) || (r = build(in, &cfg, err)) ||
 	    (r = dst_chan_start(in, err)) || (r = receive_records(in, s, err))) {
 		mig_send_error(s, "load", err->msg);
 		goto out;
@@ -589,6 +609,8 @@ int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 			break;
 		}
 		__atomic_store_n(&in->conn_fd, fd, __ATOMIC_RELEASE);
+		in->conn_local = mig_uri_is_local(in->uri);
+		in->local = false;
 		mig_incoming_status(in, MIG_SETUP, NULL);
 		/* TLS (and the peer it must be) before a byte of the stream; a
 		 * stranger only ends its own connection */
@@ -610,6 +632,8 @@ int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 	}
 	close(in->listen_fd);
 	in->listen_fd = -1;
+	if (mig_uri_is_local(in->uri))
+		unlink(in->uri + 5);	/* nobody connects to a finished destination */
 	if (r)
 		mig_incoming_status(in, MIG_FAILED, err->msg);
 	else

@@ -15,6 +15,7 @@ static const struct {
 } cap_names[] = {
 	{ MIG_CAP_POSTCOPY, "postcopy" },
 	{ MIG_CAP_CHANNELS, "channels" },
+	{ MIG_CAP_LOCAL, "local" },
 };
 
 const char *mig_cap_name(unsigned cap)

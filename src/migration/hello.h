@@ -24,7 +24,9 @@
 /* capabilities, as bits (their names on the wire: mig_cap_name) */
 #define MIG_CAP_POSTCOPY 0x1u	/* destination: userfaultfd works, post-copy possible */
 #define MIG_CAP_CHANNELS 0x2u	/* RAM over several connections ("channels": N) */
-#define MIG_CAP_ALL (MIG_CAP_POSTCOPY | MIG_CAP_CHANNELS)
+#define MIG_CAP_LOCAL 0x4u	/* same host: guest RAM and TAPs handed over as fds
+				 * (a UNIX socket), no page copied */
+#define MIG_CAP_ALL (MIG_CAP_POSTCOPY | MIG_CAP_CHANNELS | MIG_CAP_LOCAL)
 
 struct mig_hello {
 	char role[16];		/* source, destination, file, channel */

@@ -158,6 +158,8 @@ struct mig_incoming {
 	char id[33];			/* the source's migration id */
 	struct mig_end end;		/* STATE_END: counts, paused */
 	uint32_t ram_seq;		/* the next RAM record's sequence number */
+	bool conn_local;		/* this connection is a UNIX socket (same host) */
+	bool local;			/* a same-host hand-over: both asked for it */
 	/* several channels (dst_channels.c) */
 	unsigned want_channels;		/* what the source asked for */
 	unsigned nchan;			/* what we granted (>= 1) */

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 const char *mig_rec_name(uint16_t type)
@@ -139,7 +141,7 @@ static int parse_uri(const char *uri, char *host, size_t hostlen, char *port,
 	const char *h, *colon;
 
 	if (strncmp(uri, "tcp:", 4))
-		return kv_errf(err, EINVAL, "unsupported address '%s' (use tcp:HOST:PORT)", uri);
+		return kv_errf(err, EINVAL, "unsupported address '%s' (use tcp:HOST:PORT, or unix:PATH on the same host)", uri);
 	h = uri + 4;
 	if (*h == '[') {	/* [v6]:port */
 		const char *close = strchr(h, ']');
@@ -172,12 +174,98 @@ static void tune(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 }
 
+bool mig_uri_is_local(const char *uri)
+{
+	return !strncmp(uri, "unix:", 5);
+}
+
+static int unix_addr(const char *uri, struct sockaddr_un *sa, struct kv_err *err)
+{
+	const char *path = uri + 5;
+
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (!*path)
+		return kv_errf(err, EINVAL, "no path in '%s' (use unix:PATH)", uri);
+	if (strlen(path) >= sizeof(sa->sun_path))
+		return kv_errf(err, ENAMETOOLONG, "'%s': a UNIX socket path has at most %zu "
+			       "bytes", uri, sizeof(sa->sun_path) - 1);
+	strcpy(sa->sun_path, path);
+	return 0;
+}
+
+static int unix_connect(const char *uri, struct kv_err *err)
+{
+	struct sockaddr_un sa;
+	int fd, r = unix_addr(uri, &sa, err);
+
+	if (r)
+		return r;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return kv_errf_sys(err, errno, "socket");
+	/* a local connect either completes or fails at once */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		return kv_errf_sys(err, e, "cannot reach %s", uri);
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return fd;
+}
+
+static int unix_listen(const char *uri, struct kv_err *err)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	mode_t old;
+	int fd, r = unix_addr(uri, &sa, err);
+
+	if (r)
+		return r;
+	/* a socket left by an earlier VMM is replaced; a file is not ours */
+	if (lstat(sa.sun_path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return kv_errf(err, EEXIST, "%s exists and is not a socket", sa.sun_path);
+		if (unlink(sa.sun_path) < 0)
+			return kv_errf_sys(err, errno, "removing the old socket %s", sa.sun_path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return kv_errf_sys(err, errno, "socket");
+	old = umask(0177);	/* 0600 from the start: no window for others */
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0 || listen(fd, 1) < 0) {
+		r = kv_errf_sys(err, errno, "listening on %s", uri);
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int mig_check_local_peer(int fd, struct kv_err *err)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return kv_errf_sys(err, errno, "SO_PEERCRED");
+	if (cr.uid != 0 && cr.uid != geteuid())
+		return kv_errf(err, EPERM, "a process of uid %u (pid %d) connected: only this "
+			       "user (uid %u) and root may hand a VM over", (unsigned)cr.uid,
+			       (int)cr.pid, (unsigned)geteuid());
+	return 0;
+}
+
 int mig_connect(const char *uri, int timeout_ms, struct kv_err *err)
 {
 	char host[256], port[32];
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
 	int r, fd = -1, e = 0;
 
+	if (mig_uri_is_local(uri))
+		return unix_connect(uri, err);
 	r = parse_uri(uri, host, sizeof(host), port, sizeof(port), err);
 	if (r)
 		return r;
@@ -221,6 +309,8 @@ int mig_listen(const char *uri, struct kv_err *err)
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
 	int r, fd, one = 1;
 
+	if (mig_uri_is_local(uri))
+		return unix_listen(uri, err);
 	r = parse_uri(uri, host, sizeof(host), port, sizeof(port), err);
 	if (r)
 		return r;

@@ -48,6 +48,8 @@ enum mig_rec_type {
 	MIG_REC_POSTCOPY_DONE = 22,	/* dest -> src: JSON stats: all pages in place */
 	MIG_REC_NEEDED = 23,		/* dest -> src, on recovery: ranges still needed;
 					 * an empty record ends them */
+	MIG_REC_LOCAL = 25,		/* src -> dest, same host: JSON {ram-size, taps}; the
+					 * guest RAM memfd and the TAP fds come with it */
 	MIG_REC_CHANNEL_END = 24,	/* src -> dest on an extra channel: JSON {pages}:
 					 * its last RAM record was sent */
 };
@@ -83,8 +85,15 @@ int mig_send_end(struct stream *s, uint16_t type, const struct mig_end *e, struc
 int mig_check_end(const struct stream_rec *rec, uint64_t pages, struct mig_end *e,
 		  struct kv_err *err);
 
-/* "tcp:HOST:PORT" -> a connected or listening socket. */
+/* "tcp:HOST:PORT" or "unix:PATH" -> a connected or listening socket.  A
+ * UNIX socket is made 0600 (its directory decides who reaches it besides
+ * us); a stale socket at PATH is replaced, anything else there is refused. */
 int mig_connect(const char *uri, int timeout_ms, struct kv_err *err);
 int mig_listen(const char *uri, struct kv_err *err);
+/* A same-host hand-over address: "unix:PATH". */
+bool mig_uri_is_local(const char *uri);
+/* On an accepted UNIX connection: is the peer this user (or root)? 0, or
+ * -EPERM with err naming the peer's uid and pid. */
+int mig_check_local_peer(int fd, struct kv_err *err);
 
 #endif

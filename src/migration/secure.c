@@ -77,6 +77,12 @@ int mig_client_stream(const struct mig_tls *t, int fd, const char *uri, int time
 	char host[256];
 	int r;
 
+	/* same host: the kernel names the peer, and the memory never leaves */
+	if (mig_uri_is_local(uri)) {
+		if ((r = mig_check_local_peer(fd, err)))
+			return kv_err_prefix(err, r, "%s", uri);
+		return stream_init(s, fd, MIG_MAX_RECORD, err);
+	}
 	if (!mig_tls_usable(t))
 		return kv_errf(err, EPERM, "this VMM has no TLS credentials: start it with "
 			       "--tls-psk FILE or --tls-creds DIR (or --insecure, for benchmarks)");
@@ -152,8 +158,15 @@ int mig_open_server(const struct mig_tls *t, int fd, int timeout_ms, struct stre
 		    struct kv_err *err)
 {
 	struct channel *ch = NULL;
-	int r;
+	int r, dom = 0;
+	socklen_t len = sizeof(dom);
 
+	/* a UNIX socket (a same-host hand-over): the peer's uid, not TLS */
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == AF_UNIX) {
+		if ((r = mig_check_local_peer(fd, err)))
+			return r;
+		return stream_init(s, fd, MIG_MAX_RECORD, err);
+	}
 	if (!t || (!t->server && t->insecure))	/* a TLS peer is told by the stream */
 		return stream_init(s, fd, MIG_MAX_RECORD, err);
 	if (!t->server)

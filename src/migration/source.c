@@ -96,6 +96,16 @@ void src_set_status(struct migration *m, enum mig_status st)
 	pthread_mutex_unlock(&m->ev_mu);
 }
 
+void src_mark(struct migration *m, unsigned step)
+{
+	double t = src_now_ms() - m->t_pause;
+
+	pthread_mutex_lock(&m->mu);
+	if (step < SRC_SW_N)
+		m->sw[step] = t > 0 ? t : 1e-3;
+	pthread_mutex_unlock(&m->mu);
+}
+
 /* Copy the thread's counters where query-migrate can see them. */
 void src_publish(void *opaque)
 {
@@ -156,7 +166,7 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 	json_t *j, *cfg, *res;
 	int r;
 
-	j = mig_hello_new("source", MIG_CAP_CHANNELS);
+	j = mig_hello_new("source", m->local ? MIG_CAP_LOCAL : MIG_CAP_CHANNELS);
 	json_object_set_new(j, "vm", json_string(m->vm->cfg.name));
 	json_object_set_new(j, "id", json_string(m->id));
 	json_object_set_new(j, "channels", json_integer(m->p.channels));
@@ -170,6 +180,11 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 	if (r)
 		return src_set_fail(m, "protocol", err, r);
 	m->peer_postcopy = h.caps & MIG_CAP_POSTCOPY;
+	if (m->local && !(h.caps & MIG_CAP_LOCAL)) {
+		r = kv_errf(err, EPROTO, "the destination at %s does not take same-host "
+			    "hand-overs (an older kvmove?)", m->p.uri);
+		return src_set_fail(m, "protocol", err, r);
+	}
 	/* RAM goes over as many connections as both ends want (hello.h) */
 	m->nchan = 1;
 	if ((h.caps & MIG_CAP_CHANNELS) && h.channels > 1 && h.token[0]) {
@@ -182,6 +197,8 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 
 	cfg = mig_config_to_json(m->vm, m->arb != NULL);
 	json_object_set_new(cfg, "check-only", json_boolean(m->p.check_only));
+	if (m->local)
+		json_object_set_new(cfg, "local", json_true());
 	if (m->p.via[0])
 		json_object_set_new(cfg, "quick", json_true());
 	r = mig_send_json(ps, MIG_REC_CONFIG, cfg, err);
@@ -223,7 +240,7 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 
 /* ---- 4: stop and copy ---- */
 
-static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
+int src_stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 {
 	struct stream_rec rec;
 	int64_t n;
@@ -241,25 +258,30 @@ static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 	if ((r = vm_pause(m->vm, err)))
 		return src_set_fail(m, "kvm", err, r);
 	m->paused = !m->was_paused;	/* ours to undo on failure */
+	src_mark(m, SRC_SW_PAUSED);
 	vm_set_throttle(m->vm, 0, NULL);
 	src_set_rate(m, 0);	/* the downtime window is not paced */
-	n = dirty_sync(m->vm, m->rs.dirty, err);
+	/* same host: the destination maps the very pages; nothing to send */
+	n = m->local ? 0 : dirty_sync(m->vm, m->rs.dirty, err);
 	if (n < 0)
 		return src_set_fail(m, "kvm", err, (int)n);
 	/* post-copy: the pages dirty now stay here for later; the destination
 	 * learns which of its copies are stale */
-	r = postcopy ? 0 : src_ram_pass(m, false, err);
+	r = postcopy || m->local ? 0 : src_ram_pass(m, false, err);
 	/* the extra channels end here: what follows goes on the first one */
 	if (!r)
 		r = src_chan_end(m, err);
 	if (!r && postcopy)
 		r = src_postcopy_announce(m, err);
+	if (!r)
+		src_mark(m, SRC_SW_LAST_PAGES);
 	src_chan_totals(m, &bytes, &normal, &zero, &entries);
 	if (r || (r = devstate_send_all(m->vm, &m->s, err)) ||
 	    (r = mig_send_end(&m->s, MIG_REC_STATE_END, &(struct mig_end){
 			entries, m->was_paused }, err)) ||
 	    (r = stream_flush(&m->s, err)))
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
+	src_mark(m, SRC_SW_STATE_SENT);
 	if (!postcopy) {
 		pthread_mutex_lock(&m->mu);
 		m->remaining = 0;
@@ -268,6 +290,7 @@ static int stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 	src_publish(m);
 	if ((r = mig_expect(&m->s, MIG_REC_READY, &rec, err)))
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "destination", err, r);
+	src_mark(m, SRC_SW_READY);
 	return 0;
 }
 
@@ -295,7 +318,7 @@ void src_finish_completed(struct migration *m, const char *how)
 
 /* Capability pause-before-switchover: the destination has everything and
  * waits for GO; so do we, for migrate-continue (or a cancel). */
-static int pre_switchover(struct migration *m, struct kv_err *err)
+int src_pre_switchover(struct migration *m, struct kv_err *err)
 {
 	int r = 0;
 
@@ -366,8 +389,11 @@ int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t 
 	if (!r)
 		r = stream_flush(ps, &err);
 	if (!r)
+		src_mark(m, SRC_SW_RELEASED);
+	if (!r)
 		r = mig_expect(ps, MIG_REC_RESUMED, &rec, &err);
 	if (!r) {
+		src_mark(m, SRC_SW_RESUMED);
 		pthread_mutex_lock(&m->mu);
 		m->downtime_ms = src_now_ms() - m->t_pause;
 		m->bytes_resumed = ps == &m->s ? src_bytes_out(m) : ps->bytes_out;
@@ -560,8 +586,11 @@ void src_run_live(struct migration *m)
 		src_set_status(m, MIG_COMPLETED);	/* preflight passed; nothing moved */
 		return;
 	}
-	if (src_precopy(m, &m->postcopy, &err) || stop_and_copy(m, m->postcopy, &err) ||
-	    pre_switchover(m, &err)) {
+	/* same host: hand the memory over while the VM runs on; then only
+	 * the state moves, with the VM paused */
+	if ((m->local ? src_local_send_fds(m, &err) : src_precopy(m, &m->postcopy, &err)) ||
+	    src_stop_and_copy(m, m->postcopy, &err) ||
+	    src_pre_switchover(m, &err)) {
 		src_rollback(m, &m->s, &err);
 		return;
 	}

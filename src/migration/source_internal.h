@@ -22,6 +22,17 @@
 #define SRC_SAMPLES 4		/* dirty-rate sample points ... */
 #define SRC_SAMPLE_MS 1000	/* ... over about a second */
 
+/* the steps of a switchover, in order (x-switchover names them) */
+enum {
+	SRC_SW_PAUSED,		/* every vCPU out of the guest */
+	SRC_SW_LAST_PAGES,	/* the last dirty pages sent, extra channels ended */
+	SRC_SW_STATE_SENT,	/* vCPU and device state sent, STATE_END */
+	SRC_SW_READY,		/* the destination loaded it all (READY) */
+	SRC_SW_RELEASED,	/* disks and the lock let go, GO sent */
+	SRC_SW_RESUMED,		/* the destination runs the VM (RESUMED) */
+	SRC_SW_N
+};
+
 struct migration {
 	struct vm *vm;
 	struct arbiter *arb;	/* who may run the VM (arbiter.h); may be NULL */
@@ -75,6 +86,7 @@ struct migration {
 	struct stream s;
 	struct ram_sender rs;
 	struct mig_policy_state pst;
+	bool local;		/* same host (unix:PATH): RAM and TAPs go as fds */
 	bool peer_postcopy;	/* the destination offered post-copy */
 	bool postcopy;		/* the switchover is a post-copy one */
 	uint64_t *hot;		/* pages sent in the last round (post-copy pushes
@@ -86,9 +98,14 @@ struct migration {
 	bool paused;		/* the migration paused the VM (undo on failure) */
 	bool was_paused;	/* it was paused before: it stays so, there too */
 	double t_pause;		/* when the VM was paused for the last time */
+	/* under mu: where the switchover's time went, ms after t_pause at the
+	 * end of each step (x-switchover); 0 = not reached */
+	double sw[SRC_SW_N];
 };
 
 double src_now_ms(void);
+/* The end of a switchover step: src_mark(m, SRC_SW_...). */
+void src_mark(struct migration *m, unsigned step);
 void src_set_status(struct migration *m, enum mig_status st);
 void src_publish(void *opaque);	/* copy counters where query-migrate sees them */
 int src_set_fail(struct migration *m, const char *id, struct kv_err *err, int rc);
@@ -100,6 +117,14 @@ int src_init_sender(struct migration *m, struct stream *s, struct kv_err *err);
 int src_hand_over(struct migration *m, struct stream *ps, uint16_t type, json_t *payload);
 void src_rollback(struct migration *m, struct stream *ps, struct kv_err *err);
 void src_finish_completed(struct migration *m, const char *how);
+/* Pause, (live: the last dirty pages), every vCPU and device, STATE_END;
+ * wait for READY.  Then, with pause-before-switchover, migrate-continue. */
+int src_stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err);
+int src_pre_switchover(struct migration *m, struct kv_err *err);
+
+/* src_local.c: a same-host hand-over (unix:PATH): guest RAM and the TAPs
+ * go over as fds after the preflight; no page is copied. */
+int src_local_send_fds(struct migration *m, struct kv_err *err);
 
 /* precopy.c: pre-copy rounds under the policy; the dirty-rate sample, the
  * link probe and the prediction.  *postcopy: the policy chose post-copy. */

@@ -35,6 +35,7 @@
 #ifndef KVMOVE_STATE_CHANNEL_H
 #define KVMOVE_STATE_CHANNEL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +50,12 @@
 /* capabilities (struct channel.caps) */
 #define CHANNEL_CAP_ZEROCOPY 0x1	/* writev takes CHANNEL_WRITE_ZEROCOPY */
 #define CHANNEL_CAP_SHUTDOWN 0x2	/* shutdown() reaches the peer (a socket, a pair) */
+#define CHANNEL_CAP_FDS 0x4		/* carries file descriptors (a UNIX socket) */
+
+/* At most this many fds go with one write, and wait unclaimed on a reader;
+ * more from a peer are closed on arrival (a stranger cannot fill our fd
+ * table). */
+#define CHANNEL_MAX_FDS 16
 
 struct channel;
 
@@ -77,6 +84,12 @@ struct channel_ops {
 	/* shutdown(2)'s how: SHUT_RD, SHUT_WR, SHUT_RDWR. */
 	int (*shutdown)(struct channel *ch, int how, struct kv_err *err);
 	void (*close)(struct channel *ch);	/* frees ch */
+	/* Optional (CHANNEL_CAP_FDS): send dups of fds[0..n) with the first
+	 * byte of the next writev that accepts any.  0 or -errno. */
+	int (*attach_fds)(struct channel *ch, const int *fds, unsigned n, struct kv_err *err);
+	/* Optional (CHANNEL_CAP_FDS): the oldest fd that arrived with the
+	 * bytes read so far (the caller's to close), -ENOENT if none. */
+	int (*take_fd)(struct channel *ch);
 };
 
 struct channel {
@@ -118,6 +131,20 @@ static inline int channel_shutdown(struct channel *ch, int how, struct kv_err *e
 	return ch->ops->shutdown(ch, how, err);
 }
 
+static inline int channel_attach_fds(struct channel *ch, const int *fds, unsigned n,
+				     struct kv_err *err)
+{
+	if (!ch->ops->attach_fds || !(ch->caps & CHANNEL_CAP_FDS))
+		return kv_errf(err, EOPNOTSUPP, "a %s channel cannot carry file descriptors",
+			       ch->ops->kind);
+	return ch->ops->attach_fds(ch, fds, n, err);
+}
+
+static inline int channel_take_fd(struct channel *ch)
+{
+	return ch->ops->take_fd && (ch->caps & CHANNEL_CAP_FDS) ? ch->ops->take_fd(ch) : -ENOENT;
+}
+
 static inline int channel_fd(const struct channel *ch)
 {
 	return ch->fd;
@@ -132,7 +159,9 @@ static inline void channel_close(struct channel *ch)
 /* ---- channel_fd.c ---- */
 
 /* A channel over a caller's fd (socket, pipe, file), in whatever blocking
- * mode the fd is; the fd stays the caller's. */
+ * mode the fd is; the fd stays the caller's.  On a UNIX socket it also
+ * carries fds (CHANNEL_CAP_FDS, SCM_RIGHTS): every read takes what came
+ * with the bytes and keeps it for channel_take_fd(). */
 int channel_fd_new(struct channel **out, int fd, struct kv_err *err);
 
 /* A channel over a file it opens itself (open(2)'s flags and mode; it adds

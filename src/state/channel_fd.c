@@ -22,6 +22,9 @@ struct fd_channel {
 	struct channel ch;
 	bool owns_fd;
 	char name[PATH_MAX + 8];	/* "" for a caller's fd: messages as before */
+	/* a UNIX socket's fds: to go with the next write, and come with reads */
+	int out_fds[CHANNEL_MAX_FDS], in_fds[CHANNEL_MAX_FDS];
+	unsigned nout, nin;
 };
 
 static const char *prefix(const struct fd_channel *f)
@@ -47,6 +50,123 @@ static ssize_t fd_readv(struct channel *ch, const struct iovec *iov, int cnt, st
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return -EAGAIN;
 	return kv_errf(err, errno, "%s%sread: %s", prefix(f), sep(f), strerror(errno));
+}
+
+/* A UNIX socket's read: the bytes, and the fds that came with them.  Fds
+ * nobody asked for wait in in_fds (closed with the channel); beyond
+ * CHANNEL_MAX_FDS they are closed at once. */
+static ssize_t unix_readv(struct channel *ch, const struct iovec *iov, int cnt,
+			  struct kv_err *err)
+{
+	struct fd_channel *f = (struct fd_channel *)ch;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * CHANNEL_MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt,
+			     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	ssize_t r;
+
+	do
+		r = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return -EAGAIN;
+		return kv_errf(err, errno, "read: %s", strerror(errno));
+	}
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		size_t n;
+		int fds[CHANNEL_MAX_FDS];
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+		    c->cmsg_len < CMSG_LEN(0))
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		if (n > CHANNEL_MAX_FDS)
+			n = CHANNEL_MAX_FDS;
+		memcpy(fds, CMSG_DATA(c), n * sizeof(int));
+		for (size_t i = 0; i < n; i++) {
+			if (f->nin < CHANNEL_MAX_FDS)
+				f->in_fds[f->nin++] = fds[i];
+			else
+				close(fds[i]);
+		}
+	}
+	/* more fds than our buffer holds: the kernel closed the rest */
+	if (mh.msg_flags & MSG_CTRUNC)
+		return kv_errf(err, EPROTO, "the peer sent more than %d file descriptors at once",
+			       CHANNEL_MAX_FDS);
+	return r;
+}
+
+static ssize_t unix_writev(struct channel *ch, const struct iovec *iov, int cnt, unsigned flags,
+			   struct kv_err *err)
+{
+	struct fd_channel *f = (struct fd_channel *)ch;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * CHANNEL_MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+	ssize_t r;
+
+	if (flags & CHANNEL_WRITE_ZEROCOPY)
+		return kv_errf(err, EOPNOTSUPP, "zero-copy writes are not supported yet");
+	if (f->nout) {
+		struct cmsghdr *c;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * f->nout);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * f->nout);
+		memcpy(CMSG_DATA(c), f->out_fds, sizeof(int) * f->nout);
+	}
+	do
+		r = sendmsg(ch->fd, &mh, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r > 0 && f->nout) {
+		for (unsigned i = 0; i < f->nout; i++)
+			close(f->out_fds[i]);	/* the peer has its own now */
+		f->nout = 0;
+	}
+	if (r >= 0)
+		return r;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return -EAGAIN;
+	return kv_errf(err, errno, "write: %s", strerror(errno));
+}
+
+static int unix_attach_fds(struct channel *ch, const int *fds, unsigned n, struct kv_err *err)
+{
+	struct fd_channel *f = (struct fd_channel *)ch;
+
+	if (n > CHANNEL_MAX_FDS - f->nout)
+		return kv_errf(err, E2BIG, "more than %d file descriptors in one message",
+			       CHANNEL_MAX_FDS);
+	for (unsigned i = 0; i < n; i++) {
+		int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+
+		if (d < 0)
+			return kv_errf_sys(err, errno, "dup of fd %d", fds[i]);
+		f->out_fds[f->nout++] = d;
+	}
+	return 0;
+}
+
+static int unix_take_fd(struct channel *ch)
+{
+	struct fd_channel *f = (struct fd_channel *)ch;
+	int fd;
+
+	if (!f->nin)
+		return -ENOENT;
+	fd = f->in_fds[0];
+	memmove(f->in_fds, f->in_fds + 1, --f->nin * sizeof(int));
+	return fd;
 }
 
 static ssize_t fd_writev(struct channel *ch, const struct iovec *iov, int cnt, unsigned flags,
@@ -108,6 +228,11 @@ static void fd_close(struct channel *ch)
 {
 	struct fd_channel *f = (struct fd_channel *)ch;
 
+	for (unsigned i = 0; i < f->nin; i++)
+		close(f->in_fds[i]);
+	for (unsigned i = 0; i < f->nout; i++)
+		close(f->out_fds[i]);
+
 	if (f->owns_fd)
 		close(ch->fd);
 	free(f);
@@ -120,6 +245,18 @@ static const struct channel_ops fd_ops = {
 	.wait = fd_wait,
 	.shutdown = fd_shutdown,
 	.close = fd_close,
+};
+
+/* A UNIX socket: the same, and fds travel with the bytes. */
+static const struct channel_ops unix_ops = {
+	.kind = "unix",
+	.readv = unix_readv,
+	.writev = unix_writev,
+	.wait = fd_wait,
+	.shutdown = fd_shutdown,
+	.close = fd_close,
+	.attach_fds = unix_attach_fds,
+	.take_fd = unix_take_fd,
 };
 
 /* A regular file is always ready: poll(2) would say so too, but a file
@@ -155,8 +292,16 @@ int channel_fd_new(struct channel **out, int fd, struct kv_err *err)
 		return kv_errf(err, ENOMEM, "allocating a channel");
 	f->ch.ops = &fd_ops;
 	f->ch.fd = fd;
-	if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+	if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		int dom = 0;
+		socklen_t len = sizeof(dom);
+
 		f->ch.caps = CHANNEL_CAP_SHUTDOWN;
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == AF_UNIX) {
+			f->ch.ops = &unix_ops;
+			f->ch.caps |= CHANNEL_CAP_FDS;
+		}
+	}
 	*out = &f->ch;
 	return 0;
 }

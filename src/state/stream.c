@@ -224,6 +224,24 @@ int stream_flush(struct stream *s, struct kv_err *err)
 	return r;
 }
 
+int stream_flush_fds(struct stream *s, const int *fds, unsigned n, struct kv_err *err)
+{
+	int r = sticky(&s->werr, err);
+
+	if (r)
+		return r;
+	if (!s->wlen)
+		return kv_errf(err, EINVAL, "file descriptors need a record to go with");
+	if ((r = channel_attach_fds(s->ch, fds, n, err)))
+		return r;
+	return stream_flush(s, err);
+}
+
+int stream_take_fd(struct stream *s)
+{
+	return channel_take_fd(s->ch);
+}
+
 /*
  * Copy into the write buffer, hashing the copy (not the source): the source
  * may be guest memory that a running vCPU changes under us, and the check

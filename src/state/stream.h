@@ -117,6 +117,14 @@ int stream_begin(struct stream *s, uint16_t type, uint16_t flags, uint32_t len,
 int stream_append(struct stream *s, const void *data, size_t n, struct kv_err *err);
 int stream_end(struct stream *s, struct kv_err *err);
 int stream_flush(struct stream *s, struct kv_err *err);
+/* Over a channel that carries fds (a UNIX socket): flush, sending dups of
+ * fds[0..n) with the first byte of what was buffered.  Write the record the
+ * fds belong to and call this: the peer has them once it has read that
+ * record's first byte (stream_take_fd, in the order given). */
+int stream_flush_fds(struct stream *s, const int *fds, unsigned n, struct kv_err *err);
+/* The oldest fd received with what was read so far (the caller's), or
+ * -ENOENT. */
+int stream_take_fd(struct stream *s);
 
 /* Read the next record. -ECONNRESET with "end of stream" on a clean EOF at
  * a record boundary. */

@@ -348,7 +348,8 @@ int qmp_migrate_incoming(void *opaque, json_t *args, json_t **ret, struct kv_err
 
 	if (r)
 		return r;
-	if (!json_is_string(u) || strncmp(json_string_value(u), "tcp:", 4))
-		return kv_errf(err, EINVAL, "'uri' must be tcp:HOST:PORT");
+	if (!json_is_string(u) || (strncmp(json_string_value(u), "tcp:", 4) &&
+				   strncmp(json_string_value(u), "unix:", 5)))
+		return kv_errf(err, EINVAL, "'uri' must be tcp:HOST:PORT or unix:PATH");
 	return vmm_incoming_start(vmm, json_string_value(u), err);
 }

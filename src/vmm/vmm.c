@@ -129,7 +129,7 @@ out:
 /* incoming: the specs come from the stream, so the disks and TAPs go
  * through this host's own policy (preflight checked it; checked again) */
 static int add_devices(struct vm *vm, struct vmm *vmm, const struct dev_spec *specs,
-		       unsigned nspecs, bool incoming, struct kv_err *err)
+		       unsigned nspecs, bool incoming, const int *handed_fds, struct kv_err *err)
 {
 	struct device *dexit, *d;
 	struct pci_host *pci;
@@ -177,7 +177,10 @@ static int add_devices(struct vm *vm, struct vmm *vmm, const struct dev_spec *sp
 		} else if (!strcmp(sp->type, "virtio-net")) {
 			if (incoming && (r = mig_allow_tap(&vmm->opts.allow, sp->tap, err)))
 				return kv_err_prefix(err, r, "%s", sp->name);
-			r = virtio_net_create(&d, vm, pci, sp->name, sp->tap, sp->mac, err);
+			/* a same-host hand-over brings the TAP along: the
+			 * previous VMM still holds it */
+			r = virtio_net_create(&d, vm, pci, sp->name, sp->tap, sp->mac,
+					      handed_fds ? handed_fds[i] : -1, err);
 		} else {
 			continue;	/* the always-present devices above */
 		}
@@ -204,12 +207,15 @@ static int build_vm(void *opaque, const struct mig_vm_config *mc, struct vm **ou
 		cfg.mem_size = mc->mem_size;
 		cfg.ncpus = mc->ncpus;
 		cfg.cpuid = mc->cpuid;
+		cfg.has_memfd = mc->local;
+		cfg.memfd = mc->local ? mc->ram_fd : -1;
 	}
 	r = vm_create(&vm, &cfg, err);
 	if (r)
 		return r;
-	r = mc ? add_devices(vm, vmm, mc->devices, mc->ndevices, true, err)
-	       : add_devices(vm, vmm, vmm->opts.devs, vmm->opts.ndevs, false, err);
+	r = mc ? add_devices(vm, vmm, mc->devices, mc->ndevices, true,
+			     mc->local ? mc->dev_fd : NULL, err)
+	       : add_devices(vm, vmm, vmm->opts.devs, vmm->opts.ndevs, false, NULL, err);
 	if (r) {
 		vm_destroy(vm);
 		return r;
