@@ -139,8 +139,9 @@ int mem_init_fd(struct guest_mem *mem, uint64_t size, int fd, struct kv_err *err
 		return r;
 	if (fstat(fd, &st) < 0)
 		return kv_errf_sys(err, errno, "guest RAM fd");
-	/* F_GET_SEALS answers only for memfd (shmem, hugetlbfs) files: not a
-	 * disk file, a device or a socket passed off as RAM */
+	/* F_GET_SEALS answers only for shmem and hugetlbfs files (memfds, and
+	 * tmpfs files, which behave the same): not a disk file, a device or a
+	 * socket passed off as RAM */
 	seals = fcntl(fd, F_GET_SEALS);
 	if (!S_ISREG(st.st_mode) || seals < 0)
 		return kv_errf(err, EINVAL, "the guest RAM fd is not a memfd");

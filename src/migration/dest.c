@@ -505,8 +505,12 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 		goto out;
 	}
 	in->main_s = s;
+	/* same host: built around the handed-over memory before the source
+	 * pauses the VM, so that building is no downtime */
 	if ((in->local && (r = dst_local_receive(in, s, &cfg, err))) ||
 	    (r = dst_chan_accept(in, err)) || (r = build(in, &cfg, err)) ||
+	    (in->local && ((r = stream_write(s, MIG_REC_LOCAL_BUILT, STREAM_F_MANDATORY, NULL, 0,
+					     err)) || (r = stream_flush(s, err)))) ||
 	    (r = dst_chan_start(in, err)) || (r = receive_records(in, s, err))) {
 		mig_send_error(s, "load", err->msg);
 		goto out;

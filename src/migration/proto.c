@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *mig_rec_name(uint16_t type)
@@ -28,7 +29,8 @@ const char *mig_rec_name(uint16_t type)
 		[MIG_REC_POSTCOPY] = "POSTCOPY", [MIG_REC_DISCARD] = "DISCARD",
 		[MIG_REC_PAGE_REQ] = "PAGE_REQ", [MIG_REC_POSTCOPY_END] = "POSTCOPY_END",
 		[MIG_REC_POSTCOPY_DONE] = "POSTCOPY_DONE", [MIG_REC_NEEDED] = "NEEDED",
-		[MIG_REC_CHANNEL_END] = "CHANNEL_END",
+		[MIG_REC_CHANNEL_END] = "CHANNEL_END", [MIG_REC_LOCAL] = "LOCAL",
+		[MIG_REC_LOCAL_BUILT] = "LOCAL_BUILT",
 	};
 	return type < sizeof(names) / sizeof(names[0]) && names[type] ? names[type] : "unknown";
 }
@@ -194,24 +196,40 @@ static int unix_addr(const char *uri, struct sockaddr_un *sa, struct kv_err *err
 	return 0;
 }
 
-static int unix_connect(const char *uri, struct kv_err *err)
+/*
+ * A UNIX connect does not wait in the kernel the way TCP's does: with the
+ * listener's backlog full (it serves one connection at a time) a
+ * non-blocking connect says EAGAIN at once, and a blocking one would sleep
+ * until it accepts, however long.  So: non-blocking, retried until
+ * timeout_ms.
+ */
+static int unix_connect(const char *uri, int timeout_ms, struct kv_err *err)
 {
 	struct sockaddr_un sa;
-	int fd, r = unix_addr(uri, &sa, err);
+	int fd, e, r = unix_addr(uri, &sa, err);
+	struct timespec t0, t;
 
 	if (r)
 		return r;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return kv_errf_sys(err, errno, "socket");
-	/* a local connect either completes or fails at once */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0)
+			return kv_errf_sys(err, errno, "socket");
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		e = errno;
 		close(fd);
-		return kv_errf_sys(err, e, "cannot reach %s", uri);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (e != EAGAIN || (t.tv_sec - t0.tv_sec) * 1000 +
+				   (t.tv_nsec - t0.tv_nsec) / 1000000 >= timeout_ms)
+			break;
+		poll(NULL, 0, 10);
 	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	return fd;
+	if (e == EAGAIN)
+		return kv_errf(err, ETIMEDOUT, "cannot reach %s: it accepts no connection (busy "
+			       "with another?)", uri);
+	return kv_errf_sys(err, e, "cannot reach %s", uri);
 }
 
 static int unix_listen(const char *uri, struct kv_err *err)
@@ -223,17 +241,28 @@ static int unix_listen(const char *uri, struct kv_err *err)
 
 	if (r)
 		return r;
-	/* a socket left by an earlier VMM is replaced; a file is not ours */
+	/* a socket left by an earlier VMM is replaced; one somebody listens on,
+	 * or a file, is not ours */
 	if (lstat(sa.sun_path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
 			return kv_errf(err, EEXIST, "%s exists and is not a socket", sa.sun_path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd >= 0) {
+			r = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN;
+			close(fd);
+			if (r)
+				return kv_errf(err, EADDRINUSE, "another process listens on %s",
+					       sa.sun_path);
+		}
 		if (unlink(sa.sun_path) < 0)
 			return kv_errf_sys(err, errno, "removing the old socket %s", sa.sun_path);
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return kv_errf_sys(err, errno, "socket");
-	old = umask(0177);	/* 0600 from the start: no window for others */
+	/* 0600 from the start: no window for others.  umask is the process's:
+	 * this runs when the VMM starts listening, before it has files to make */
+	old = umask(0177);
 	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
 	if (r < 0 || listen(fd, 1) < 0) {
@@ -265,7 +294,7 @@ int mig_connect(const char *uri, int timeout_ms, struct kv_err *err)
 	int r, fd = -1, e = 0;
 
 	if (mig_uri_is_local(uri))
-		return unix_connect(uri, err);
+		return unix_connect(uri, timeout_ms, err);
 	r = parse_uri(uri, host, sizeof(host), port, sizeof(port), err);
 	if (r)
 		return r;

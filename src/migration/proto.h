@@ -50,6 +50,8 @@ enum mig_rec_type {
 					 * an empty record ends them */
 	MIG_REC_LOCAL = 25,		/* src -> dest, same host: JSON {ram-size, taps}; the
 					 * guest RAM memfd and the TAP fds come with it */
+	MIG_REC_LOCAL_BUILT = 26,	/* dest -> src, same host: the VM is built around the
+					 * handed-over memory: pause and send the state */
 	MIG_REC_CHANNEL_END = 24,	/* src -> dest on an extra channel: JSON {pages}:
 					 * its last RAM record was sent */
 };

@@ -6,7 +6,8 @@
  * After the preflight, while the VM still runs, one LOCAL record goes over
  * the UNIX socket with the guest RAM's memfd and every device's hand-over
  * fd (a TAP) attached (SCM_RIGHTS).  The destination maps the same pages and
- * builds the VM around them.  Then the ordinary stop-and-copy sends only the
+ * builds the VM around them, and says so (LOCAL_BUILT): only then does the
+ * VM pause here.  Then the ordinary stop-and-copy sends only the
  * vCPU, irqchip, clock and device state (no RAM pass: there is nothing the
  * destination lacks), READY, GO, RESUMED: the downtime is pause, state,
  * load and resume, whatever the RAM size.
@@ -28,6 +29,7 @@
 int src_local_send_fds(struct migration *m, struct kv_err *err)
 {
 	struct vm *vm = m->vm;
+	struct stream_rec rec;
 	int fds[CHANNEL_MAX_FDS];
 	unsigned n = 0;
 	json_t *j, *devs;
@@ -62,6 +64,10 @@ int src_local_send_fds(struct migration *m, struct kv_err *err)
 		r = stream_flush_fds(&m->s, fds, n, err);
 	if (r)
 		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "io", err, r);
+	/* the VM runs on here until the destination is built around the
+	 * memory: building (KVM objects, vCPUs, devices) is not downtime */
+	if ((r = mig_expect(&m->s, MIG_REC_LOCAL_BUILT, &rec, err)))
+		return src_set_fail(m, src_is_cancelled(m) ? "cancelled" : "destination", err, r);
 	pthread_mutex_lock(&m->mu);
 	m->remaining = 0;
 	pthread_mutex_unlock(&m->mu);

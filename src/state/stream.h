@@ -120,7 +120,8 @@ int stream_flush(struct stream *s, struct kv_err *err);
 /* Over a channel that carries fds (a UNIX socket): flush, sending dups of
  * fds[0..n) with the first byte of what was buffered.  Write the record the
  * fds belong to and call this: the peer has them once it has read that
- * record's first byte (stream_take_fd, in the order given). */
+ * record's first byte (stream_take_fd, in the order given).  The record
+ * must fit in the write buffer (-EINVAL if nothing is left buffered). */
 int stream_flush_fds(struct stream *s, const int *fds, unsigned n, struct kv_err *err);
 /* The oldest fd received with what was read so far (the caller's), or
  * -ENOENT. */
