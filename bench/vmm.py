@@ -466,6 +466,20 @@ class Kvmove(VM):
                                  % (port, self.proc.log_tail()))
             time.sleep(0.02)
 
+    def incoming_local(self, path, name="bench"):
+        """A same-host destination on the UNIX socket at path (a hand-over
+        of kvmove migrate --to unix:PATH needs no TLS; the options are kept
+        for the VM's next, remote, migration)."""
+        self.uri = "unix:" + path
+        self._start([self.kvmove, "run", "--incoming", self.uri, "--expect", name,
+                     "--console", self.console_path, "--control", self.qmp_path] + self.tls)
+        deadline = now() + 30
+        while not os.path.exists(path):
+            if not self.proc.alive() or now() > deadline:
+                raise BenchError("kvmove destination does not listen on %s: %s"
+                                 % (path, self.proc.log_tail()))
+            time.sleep(0.02)
+
     def migrate(self, dst_uri, params, timeout):
         """Start the migration and wait for its terminal MIGRATION event;
         returns (status, stats) with kvmove's query-migrate fields."""

@@ -326,6 +326,13 @@ static void print_stats(struct watch *w, json_t *s)
 			printf("  downtime     %lld ms until the file was safe; the VM stays "
 			       "stopped until it is restored\n", (long long)d);
 	}
+	if (json_is_true(json_object_get(s, "x-local"))) {
+		/* same host: the pages were handed over, not sent */
+		printf("  handed over  RAM %.0f MiB as a file descriptor, TAPs likewise; %.1f KiB "
+		       "of vCPU and device state over the socket\n",
+		       (double)jint(ram, "total") / MIB, sent / 1024);
+		return;
+	}
 	printf("  %s  %.1f MiB (RAM %.0f MiB: %lld pages with data, %lld zero pages)\n",
 	       w->o->kind == MIGWATCH_LIVE ? "transferred" : "written    ", sent / MIB,
 	       (double)jint(ram, "total") / MIB, (long long)jint(ram, "normal"),

@@ -5,7 +5,10 @@ and no guest page is copied.
 
 1. The listening socket is the user's own: mode 0600, and a process of
    another uid cannot connect (the destination keeps waiting).
-2. A 1 GiB guest (working set 256 MiB, dirtying and verifying it) with a
+2. The new VMM is killed after it built the VM around the memory and
+   said READY, before GO: the source takes its disk back, the VM runs on
+   there with its memory and disk intact, and the dead VMM never ran it.
+3. A 1 GiB guest (working set 256 MiB, dirtying and verifying it) with a
    disk (its own verifier) and a NIC on a TAP of a namespace this test
    makes: after the hand-over the source VMM exited 0, the guest verifies
    all of its memory and its disk on the new VMM, heartbeats are
@@ -14,8 +17,8 @@ and no guest page is copied.
    (the VMMs run in a network namespace of the test's, with the TAP).
    What went over the socket is less than 1/100 of the RAM: the pages were
    handed over, not sent.
-3. It goes on: the new VMM hands the VM to a third one the same way.
-4. A hand-over to a path nobody listens on fails with a clear message and
+4. It goes on: the new VMM hands the VM to a third one the same way.
+5. A hand-over to a path nobody listens on fails with a clear message and
    the VM runs on."""
 import os
 import subprocess
@@ -124,21 +127,50 @@ def test(h):
     src.wait_verified()
     check(ping(ns).returncode == 0, "the guest does not answer pings before the hand-over")
 
-    # 2. the hand-over
+    # 2. the new VMM dies with the VM built around the memory, READY sent,
+    # before GO (pause-before-switchover holds the source there): the
+    # source takes its disk back and the VM runs on, its memory intact
+    doomed = local_dest(h, "doomed", src, ns, allow)
+    with src.qmp() as q:
+        q.cmd("migrate-set-capabilities", {"capabilities": [
+            {"capability": "pause-before-switchover", "state": True}]})
+        q.cmd("migrate", {"uri": doomed.uri})
+        deadline = kvtest.now() + kvtest.scaled(60)
+        while q.cmd("query-migrate").get("status") != "pre-switchover":
+            check(kvtest.now() < deadline, "the hand-over never reached pre-switchover")
+            kvtest.time.sleep(0.05)
+        doomed.proc.kill()
+        doomed.wait_exit()
+        q.cmd("migrate-continue", {"state": "pre-switchover"})
+        while q.cmd("query-migrate").get("status") not in ("failed", "completed"):
+            check(kvtest.now() < deadline + kvtest.scaled(60), "the source never decided")
+            kvtest.time.sleep(0.05)
+        st = q.cmd("query-migrate")
+        check(st["status"] == "failed", "hand-over to a dead VMM: %r" % st)
+        check(q.cmd("query-status")["status"] == "running", "the source did not resume")
+        h.log("new VMM killed before GO: %s" % st.get("error-desc"))
+        q.cmd("migrate-set-capabilities", {"capabilities": [
+            {"capability": "pause-before-switchover", "state": False}]})
+    kvtest.check_never_ran(doomed)
+    start = len(src.console)
+    src.console.wait_for(r"^DISK OK ", start=start, timeout=120, what="DISK OK after")
+    src.wait_verified(start=start)
+
+    # 3. the hand-over
     run = src.migrate(dst.uri)
     check_handed_over(h, src, dst, run, (src, dst))
     disk_refused(h, disk, "dst")
     out = ping(ns)
     check(out.returncode == 0, "no pings through the handed-over TAP: %s" % out.stdout)
 
-    # 3. and again, from the new VMM
+    # 4. and again, from the new VMM
     dst2 = local_dest(h, "dst2", src, ns, allow)
     run = dst.migrate(dst2.uri)
     check_handed_over(h, dst, dst2, run, (src, dst, dst2))
     check(ping(ns).returncode == 0, "no pings after the second hand-over")
     check(not os.path.exists(dst2.path), "the finished destination left its socket behind")
 
-    # 4. nobody listening: refused at once, the VM runs on where it was
+    # 5. nobody listening: refused at once, the VM runs on where it was
     run = dst2.migrate("unix:" + os.path.join(h.tmpdir, "nobody.mig"))
     check(run.rc != 0, "a hand-over to a socket nobody listens on succeeded")
     why = run.stat("error-desc", default="")
