@@ -220,8 +220,14 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 				r = kv_errf(err, EBADMSG, "unknown mandatory record type %u", rec.type);
 			break;	/* optional records we do not know are skipped */
 		}
-		if (r)
+		if (r) {
+			/* an extra channel that failed wakes us by shutting this
+			 * connection's reading side: a RAM record cut short here is
+			 * that wake-up, and the channel's reason is the one */
+			if (__atomic_load_n(&in->chan_failed, __ATOMIC_ACQUIRE))
+				r = dst_chan_join(in, true, err);
 			break;
+		}
 	}
 	free(rx);
 	return r;
@@ -592,6 +598,33 @@ json_t *mig_incoming_query(struct mig_incoming *in)
 	return o;
 }
 
+/*
+ * Our migration failed and we said why (ERROR).  Closing a socket with
+ * unread data (the source was still sending pages) makes the kernel reset
+ * the connection, and a reset throws away what we sent last: the source
+ * would see a broken pipe instead of our reason.  So: end our side after
+ * the ERROR (FIN), and read and discard until the source closes too, for
+ * at most a second.
+ */
+static void linger_close(int fd)
+{
+	char buf[65536];
+	double end = now_ms() + 1000;
+
+	if (shutdown(fd, SHUT_WR) < 0)
+		return;
+	for (double left; (left = end - now_ms()) > 0;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, (int)left + 1) <= 0)
+			return;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return;
+	}
+}
+
 int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 {
 	int r;
@@ -627,9 +660,15 @@ int mig_incoming_run(struct mig_incoming *in, struct kv_err *err)
 		} else {
 			s.timeout_ms = MIG_PEER_TIMEOUT_MS;
 			r = run_conn(in, &s, err);
+			/* failed, ERROR sent: end our side cleanly (TLS says
+			 * close_notify) so that the ERROR is read, not lost */
+			if (r < 0)
+				stream_shutdown(&s, SHUT_WR, NULL);
 			stream_destroy(&s);
 		}
 		__atomic_store_n(&in->conn_fd, -1, __ATOMIC_RELEASE);
+		if (r < 0)
+			linger_close(fd);
 		close(fd);
 		if (r != 1)
 			break;

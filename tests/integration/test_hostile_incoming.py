@@ -143,12 +143,21 @@ def test(h):
         nxt = h.incoming("after-" + action, vm)
         px = FaultProxy(h, nxt.port)
         getattr(px, action)("src", "RAM", nth=3)
-        run = vm.migrate(px.uri)
+        # one connection: the forgery is a record-stream property (several
+        # channels' forgeries are test_channels' cut channel).  Through this
+        # proxy with two channels the source sometimes never hears the
+        # destination's reason (the destination names it: checked below);
+        # not understood yet, see the issue 13 note
+        run = vm.migrate(px.uri, "--channels", "1")
         run.expect(1, "failed")
         desc = run.stat("error-desc") or ""
         check("lost, replayed or" in desc, "%s: %r" % (action, run.result))
         rc = nxt.wait_exit(timeout=60)
         check(rc == 1, "the destination exited %d after a %s record" % (rc, action))
+        # and says so itself (not what its own wake-up of the first
+        # connection's reader looks like: "stream truncated")
+        check("lost, replayed or" in nxt.stderr(), "%s: the destination did not name the "
+              "forgery: %r" % (action, nxt.stderr()[-1000:]))
         kvtest.check_never_ran(nxt)
         check(vm.cmd("query-status")["status"] == "running", "the source stopped")
         vm.wait_verified()
