@@ -304,6 +304,28 @@ static void print_refusal(struct watch *w, json_t *stats)
 		fprintf(stderr, "  %s\n", jstr(stats, "error-desc"));
 }
 
+/* x-switchover's marks (ms after the pause) as each step's own share */
+static void print_switchover(json_t *sw)
+{
+	static const char *const steps[][2] = {
+		{ "paused", "pause" }, { "last-pages", "last pages" }, { "state-sent", "state" },
+		{ "ready", "destination load" }, { "released", "locks+GO" },
+		{ "resumed", "resume" } };
+	double prev = 0;
+	const char *sep = "";
+
+	printf("  switchover  ");
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		json_t *v = json_object_get(sw, steps[i][0]);
+		if (!json_is_number(v))
+			continue;
+		printf("%s %s %.1f", sep, steps[i][1], json_number_value(v) - prev);
+		prev = json_number_value(v);
+		sep = ",";
+	}
+	printf(" ms\n");
+}
+
 static void print_stats(struct watch *w, json_t *s)
 {
 	json_t *ram = json_object_get(s, "ram");
@@ -326,6 +348,8 @@ static void print_stats(struct watch *w, json_t *s)
 			printf("  downtime     %lld ms until the file was safe; the VM stays "
 			       "stopped until it is restored\n", (long long)d);
 	}
+	if (json_is_object(json_object_get(s, "x-switchover")))
+		print_switchover(json_object_get(s, "x-switchover"));
 	if (json_is_true(json_object_get(s, "x-local"))) {
 		/* same host: the pages were handed over, not sent */
 		printf("  handed over  RAM %.0f MiB as a file descriptor, TAPs likewise; %.1f KiB "

@@ -308,6 +308,13 @@ bool vm_has_resources(const struct vm *vm)
 	return false;
 }
 
+void vm_flush_devices(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i]->ops->flush)
+			vm->devices[i]->ops->flush(vm->devices[i]);
+}
+
 void vm_release_resources(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->ndevices; i++)

@@ -163,6 +163,9 @@ const char *vm_shutdown_reason_name(enum vm_shutdown_reason r);
 /* Shared resources of the devices (disk image locks): all or nothing.
  * Whoever holds them may run the VM. */
 int vm_acquire_resources(struct vm *vm, struct kv_err *err);
+/* Each device writes out what it buffers on the host (dev_ops.flush), the
+ * VM running on: before a pause whose own flush is downtime. */
+void vm_flush_devices(struct vm *vm);
 void vm_release_resources(struct vm *vm);
 bool vm_has_resources(const struct vm *vm);
 

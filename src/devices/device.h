@@ -54,6 +54,11 @@ struct dev_ops {
 	 * guest memory from other threads) and when it runs again. */
 	void (*pause)(struct device *dev);
 	void (*resume)(struct device *dev);
+	/* Optional: write out what the device buffers on the host (a disk's
+	 * dirty page cache) while the VM still runs.  A switchover calls it
+	 * just before the pause, so that pause()'s own flush, which is
+	 * downtime, finds little left. */
+	void (*flush)(struct device *dev);
 	/* After a migration loaded this device's state (optional). */
 	int (*post_load)(struct device *dev, struct kv_err *err);
 	/* Shared resources (a disk image lock): held by whoever runs the VM.

@@ -205,6 +205,14 @@ static void blk_pause(struct device *dev)
 		fdatasync(b->fd);
 }
 
+static void blk_flush(struct device *dev)
+{
+	struct vblk *b = vblk_of(virtio_from_device(dev));
+
+	if (!b->readonly)
+		fdatasync(b->fd);
+}
+
 static int blk_acquire(struct device *dev, struct kv_err *err)
 {
 	return blk_lock(vblk_of(virtio_from_device(dev)), err);
@@ -277,6 +285,7 @@ static void blk_blockstats(struct device *dev, struct dev_blockstats *out)
 static const struct dev_ops blk_ops = {
 	.type = "virtio-blk",
 	.pause = blk_pause,
+	.flush = blk_flush,
 	.destroy = blk_destroy,
 	.state = &virtio_vmstate,
 	.state_ptr = virtio_state_ptr,

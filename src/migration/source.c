@@ -246,6 +246,9 @@ int src_stop_and_copy(struct migration *m, bool postcopy, struct kv_err *err)
 	int64_t n;
 	int r;
 
+	/* the disks' dirty page cache goes out now, while the guest runs: the
+	 * flush in the pause below, which is downtime, finds little left */
+	vm_flush_devices(m->vm);
 	src_set_status(m, MIG_DEVICE);
 	m->s.timeout_ms = PEER_TIMEOUT_MS;
 	m->t_pause = src_now_ms();
