@@ -47,8 +47,10 @@ MAX_LEN = {
     "fuzz_elf": 81920,
     "fuzz_bzimage": 16384,
     "fuzz_hello": 4096,
+    "fuzz_local": 4096,
 }
-DICT = {"fuzz_config": "json.dict", "fuzz_control": "json.dict", "fuzz_hello": "json.dict"}
+DICT = {"fuzz_config": "json.dict", "fuzz_control": "json.dict", "fuzz_hello": "json.dict",
+        "fuzz_local": "json.dict"}
 
 RX_DONE = re.compile(r"^#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/(\S+)")
 RX_STAT = re.compile(r"^stat::(\w+):\s+(\d+)")

@@ -77,8 +77,9 @@ int dst_local_receive(struct mig_incoming *in, struct stream *s, struct mig_vm_c
 	if (r)
 		return r;
 	/* they came with the record's first byte, in the order named */
-	if ((cfg->ram_fd = stream_take_fd(s)) < 0)
+	if ((fd = stream_take_fd(s)) < 0)
 		return kv_errf(err, EBADMSG, "LOCAL: no guest RAM fd came with the record");
+	cfg->ram_fd = fd;
 	for (size_t i = 0; i < ndev; i++) {
 		if ((fd = stream_take_fd(s)) < 0)
 			return kv_errf(err, EBADMSG, "LOCAL: %zu device fds named, %zu came", ndev,
