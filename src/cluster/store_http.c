@@ -246,10 +246,11 @@ void store_fo_fail(struct store_failover *fo, unsigned idx, int cls, bool answer
 	} else {
 		fo->other++;
 	}
+	/* bounded so that the message always fits (gcc -O3 checks it) */
 	if (fo->st->nep > 1)
-		snprintf(fo->why, sizeof(fo->why), "%s: %s", fo->st->ep[idx], reason);
+		snprintf(fo->why, sizeof(fo->why), "%.100s: %.200s", fo->st->ep[idx], reason);
 	else
-		snprintf(fo->why, sizeof(fo->why), "%s", reason);
+		snprintf(fo->why, sizeof(fo->why), "%.300s", reason);
 	if (answered)
 		memcpy(fo->why_answered, fo->why, sizeof(fo->why));
 }

@@ -410,7 +410,7 @@ int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mi
 	struct mig_policy_cfg def;
 	bool have_policy = false;
 	const char *key;
-	long long n;
+	long long n = 0;
 	json_t *v;
 	int r = 0;
 

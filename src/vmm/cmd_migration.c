@@ -273,7 +273,7 @@ int qmp_migrate_set_parameters(void *opaque, json_t *args, json_t **ret, struct 
 	struct mig_settings next;
 	const char *key;
 	json_t *v;
-	long long n;
+	long long n = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&vmm->mig_lock);
