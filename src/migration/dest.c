@@ -513,7 +513,7 @@ static int run_conn(struct mig_incoming *in, struct stream *s, struct kv_err *er
 	in->main_s = s;
 	/* same host: built around the handed-over memory before the source
 	 * pauses the VM, so that building is no downtime */
-	if ((in->local && (r = dst_local_receive(in, s, &cfg, err))) ||
+	if ((in->local && (r = dst_local_receive(s, &cfg, err))) ||
 	    (r = dst_chan_accept(in, err)) || (r = build(in, &cfg, err)) ||
 	    (in->local && ((r = stream_write(s, MIG_REC_LOCAL_BUILT, STREAM_F_MANDATORY, NULL, 0,
 					     err)) || (r = stream_flush(s, err)))) ||

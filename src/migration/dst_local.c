@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "migration/dst_local.h"
-#include "migration/migration.h"
 #include "migration/proto.h"
 #include "state/channel.h"
 #include "state/stream.h"
@@ -59,8 +58,7 @@ static int check_record(json_t *j, struct mig_vm_config *cfg, int idx[], size_t 
 	return 0;
 }
 
-int dst_local_receive(struct mig_incoming *in, struct stream *s, struct mig_vm_config *cfg,
-		      struct kv_err *err)
+int dst_local_receive(struct stream *s, struct mig_vm_config *cfg, struct kv_err *err)
 {
 	struct stream_rec rec;
 	int idx[CHANNEL_MAX_FDS], fd;
@@ -68,7 +66,6 @@ int dst_local_receive(struct mig_incoming *in, struct stream *s, struct mig_vm_c
 	json_t *j = NULL;
 	int r = mig_expect(s, MIG_REC_LOCAL, &rec, err);
 
-	(void)in;
 	if (!r)
 		r = mig_parse_json(&rec, &j, err);
 	if (!r)

@@ -8,7 +8,6 @@
 #include "common/err.h"
 #include "migration/config.h"
 
-struct mig_incoming;
 struct stream;
 
 /* Read LOCAL, take its fds and check them against cfg (the RAM size, the
@@ -16,7 +15,6 @@ struct stream;
  * cfg->ram_fd and cfg->dev_fd[] hold them (mig_config_free closes them).
  * The fds themselves are checked where they are used: mem_init_fd (a memfd
  * of the VM's size), the TAP's name (virtio_net_create). */
-int dst_local_receive(struct mig_incoming *in, struct stream *s, struct mig_vm_config *cfg,
-		      struct kv_err *err);
+int dst_local_receive(struct stream *s, struct mig_vm_config *cfg, struct kv_err *err);
 
 #endif

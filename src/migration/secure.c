@@ -70,6 +70,14 @@ static void host_of(const char *uri, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)n, h);
 }
 
+/* A UNIX socket, either end: the peer must be this user or root; no TLS. */
+static int local_stream(int fd, struct stream *s, struct kv_err *err)
+{
+	int r = mig_check_local_peer(fd, err);
+
+	return r ? r : stream_init(s, fd, MIG_MAX_RECORD, err);
+}
+
 int mig_client_stream(const struct mig_tls *t, int fd, const char *uri, int timeout_ms,
 		      struct stream *s, struct kv_err *err)
 {
@@ -79,9 +87,9 @@ int mig_client_stream(const struct mig_tls *t, int fd, const char *uri, int time
 
 	/* same host: the kernel names the peer, and the memory never leaves */
 	if (mig_uri_is_local(uri)) {
-		if ((r = mig_check_local_peer(fd, err)))
-			return kv_err_prefix(err, r, "%s", uri);
-		return stream_init(s, fd, MIG_MAX_RECORD, err);
+		if ((r = local_stream(fd, s, err)))
+			kv_err_prefix(err, r, "%s", uri);
+		return r;
 	}
 	if (!mig_tls_usable(t))
 		return kv_errf(err, EPERM, "this VMM has no TLS credentials: start it with "
@@ -162,11 +170,8 @@ int mig_open_server(const struct mig_tls *t, int fd, int timeout_ms, struct stre
 	socklen_t len = sizeof(dom);
 
 	/* a UNIX socket (a same-host hand-over): the peer's uid, not TLS */
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == AF_UNIX) {
-		if ((r = mig_check_local_peer(fd, err)))
-			return r;
-		return stream_init(s, fd, MIG_MAX_RECORD, err);
-	}
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == AF_UNIX)
+		return local_stream(fd, s, err);
 	if (!t || (!t->server && t->insecure))	/* a TLS peer is told by the stream */
 		return stream_init(s, fd, MIG_MAX_RECORD, err);
 	if (!t->server)

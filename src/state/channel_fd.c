@@ -52,6 +52,12 @@ static ssize_t fd_readv(struct channel *ch, const struct iovec *iov, int cnt, st
 	return kv_errf(err, errno, "%s%sread: %s", prefix(f), sep(f), strerror(errno));
 }
 
+/* Room for the most fds one message carries, aligned for cmsghdr. */
+union fd_cmsg {
+	char buf[CMSG_SPACE(sizeof(int) * CHANNEL_MAX_FDS)];
+	struct cmsghdr align;
+};
+
 /* A UNIX socket's read: the bytes, and the fds that came with them.  Fds
  * nobody asked for wait in in_fds (closed with the channel); beyond
  * CHANNEL_MAX_FDS they are closed at once. */
@@ -59,10 +65,7 @@ static ssize_t unix_readv(struct channel *ch, const struct iovec *iov, int cnt,
 			  struct kv_err *err)
 {
 	struct fd_channel *f = (struct fd_channel *)ch;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * CHANNEL_MAX_FDS)];
-		struct cmsghdr align;
-	} ctl;
+	union fd_cmsg ctl;
 	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt,
 			     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
 	ssize_t r;
@@ -104,10 +107,7 @@ static ssize_t unix_writev(struct channel *ch, const struct iovec *iov, int cnt,
 			   struct kv_err *err)
 {
 	struct fd_channel *f = (struct fd_channel *)ch;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * CHANNEL_MAX_FDS)];
-		struct cmsghdr align;
-	} ctl;
+	union fd_cmsg ctl;
 	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
 	ssize_t r;
 

@@ -16,7 +16,6 @@
 #include "fuzz.h"
 #include "migration/config.h"
 #include "migration/dst_local.h"
-#include "migration/migration.h"
 #include "migration/proto.h"
 #include "state/channel.h"
 #include "state/stream.h"
@@ -44,7 +43,6 @@ static void config(struct mig_vm_config *cfg)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct mig_incoming in;
 	struct mig_vm_config cfg;
 	struct kv_err err = { "" };
 	struct channel *w, *rd;
@@ -66,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    stream_init_channel(&rs, rd, MIG_MAX_RECORD, NULL))
 		fuzz_fail("reader");
 	config(&cfg);
-	r = dst_local_receive(&in, &rs, &cfg, &err);
+	r = dst_local_receive(&rs, &cfg, &err);
 	FUZZ_CHECK(r < 0 && r > -4096 && err.msg[0], "dst_local_receive: %d without any fd", r);
 	FUZZ_CHECK(memchr(err.msg, 0, sizeof(err.msg)) != NULL, "message not terminated");
 	FUZZ_CHECK(cfg.ram_fd == -1, "a RAM fd from nowhere: %d", cfg.ram_fd);

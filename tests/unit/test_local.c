@@ -286,13 +286,11 @@ static void local_cfg(struct mig_vm_config *cfg, bool nets)
 static int local_run(uint16_t type, const char *text, const int *fds, unsigned n,
 		     struct mig_vm_config *cfg, struct kv_err *err)
 {
-	struct mig_incoming *in = calloc(1, sizeof(*in));
 	struct kv_err werr;
 	struct pair p;
 	json_t *j;
 	int r;
 
-	assert_non_null(in);
 	pair_open(&p);
 	if (text) {
 		j = json_loads(text, 0, NULL);
@@ -303,9 +301,8 @@ static int local_run(uint16_t type, const char *text, const int *fds, unsigned n
 		shutdown(p.sv[0], SHUT_WR);
 	}
 	err->msg[0] = 0;
-	r = dst_local_receive(in, &p.r, cfg, err);
+	r = dst_local_receive(&p.r, cfg, err);
 	pair_close(&p);
-	free(in);
 	return r;
 }
 
