@@ -132,6 +132,7 @@ static void parse_word(const char *w, const char *end, struct config *cfg)
 		{ "rate", __builtin_offsetof(struct config, rate), false },
 		{ "hb", __builtin_offsetof(struct config, hb_us), false },
 		{ "seed", __builtin_offsetof(struct config, seed), false },
+		{ "compress", __builtin_offsetof(struct config, compress), false },
 		{ "cpus", __builtin_offsetof(struct config, cpus), false },
 		{ "runtime", __builtin_offsetof(struct config, runtime_s), false },
 		{ "verify_every", __builtin_offsetof(struct config, verify_every_ms), false },
@@ -197,4 +198,6 @@ void cmdline_parse(const char *s, struct config *cfg)
 		cfg->cpus = MAX_CPUS;
 	if (cfg->disk_depth < 1)
 		cfg->disk_depth = 1;
+	if (cfg->compress > 100)
+		cfg->compress = 100;
 }

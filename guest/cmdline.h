@@ -18,6 +18,7 @@ struct config {
 	uint64_t rate;			/* MiB/s dirtied, 0 = write once (rate=) */
 	uint64_t hb_us;			/* heartbeat period, 0 = off (hb=) */
 	uint64_t seed;			/* content seed (seed=) */
+	uint64_t compress;		/* % of each page a compressor removes (compress=) */
 	uint64_t cpus;			/* CPUs to bring up (cpus=) */
 	uint64_t runtime_s;		/* stop after this long, 0 = never (runtime=) */
 	uint64_t verify_every_ms;	/* VERIFY line period, 0 = off (verify_every=) */

@@ -169,9 +169,9 @@ void cpu0_main(unsigned hw)
 		idle_forever();
 	}
 
-	con_line("KVMOVE-TESTGUEST v1 cpus=%lu mem=%lu wss=%lu rate=%lu hb=%lu seed=%lu clock=%s",
-		 cfg.cpus, mi.total_ram, wl.npages * 4096, cfg.rate, cfg.hb_us, cfg.seed,
-		 clock_name());
+	con_line("KVMOVE-TESTGUEST v1 cpus=%lu mem=%lu wss=%lu rate=%lu hb=%lu seed=%lu clock=%s "
+		 "compress=%lu", cfg.cpus, mi.total_ram, wl.npages * 4096, cfg.rate, cfg.hb_us,
+		 cfg.seed, clock_name(), cfg.compress);
 	print_config_warnings(&mi, wl.npages * 4096);
 	for (unsigned i = 0; i < wl.nwss; i++)
 		con_line("WSS 0x%lx 0x%lx", wl.wss[i].start, wl.wss[i].end);
@@ -180,7 +180,7 @@ void cpu0_main(unsigned hw)
 	con_line("CPUS %u", n);
 	devices_init(&cfg);
 
-	vfy_setup(&wl, cfg.seed, n, cfg.rate);
+	vfy_setup(&wl, cfg.seed, n, cfg.rate, (unsigned)cfg.compress);
 	t = clock_us(hw);
 	set_phase(PH_FILL);
 	vfy_fill(0, hw);

@@ -49,6 +49,8 @@ static struct {
 	unsigned nr, ncpus;
 	uint64_t npages;
 	uint64_t rate_pps;		/* whole-VM target, pages per second */
+	unsigned uniq;			/* words 1..uniq-1 unique, the rest repeat
+					 * the page's base (compress=) */
 } V;
 
 struct vfy_cpu {
@@ -90,8 +92,10 @@ static uint64_t prng_next(uint64_t *s)
 
 /*
  * Page content: word 0 = generation << 32 | page frame number (readable
- * in a diagnosis), words 1..511 = base + i * STRIDE with base a hash of
- * (gpa, generation, seed): any two generations differ in every word.
+ * in a diagnosis), words 1..uniq-1 = base + i * STRIDE with base a hash
+ * of (gpa, generation, seed), words uniq..511 = base itself (compress=
+ * makes that share of the page a run a compressor takes away; 0: none).
+ * Any two generations differ in every word.
  */
 static uint64_t header_word(uint64_t gpa, uint32_t gen)
 {
@@ -105,33 +109,41 @@ static uint64_t body_base(uint64_t gpa, uint32_t gen)
 
 static uint64_t expected_word(uint64_t gpa, uint32_t gen, unsigned i)
 {
-	return i ? body_base(gpa, gen) + i * STRIDE : header_word(gpa, gen);
+	if (!i)
+		return header_word(gpa, gen);
+	return i < V.uniq ? body_base(gpa, gen) + i * STRIDE : body_base(gpa, gen);
 }
 
 static void fill_page(uint64_t gpa, uint32_t gen)
 {
-	uint64_t *p = (uint64_t *)(uintptr_t)gpa, v = body_base(gpa, gen);
+	uint64_t *p = (uint64_t *)(uintptr_t)gpa, base = body_base(gpa, gen), v = base;
+	unsigned i;
 
 	p[0] = header_word(gpa, gen);
 #pragma GCC unroll 8
-	for (unsigned i = 1; i < WORDS; i++) {
+	for (i = 1; i < V.uniq; i++) {
 		v += STRIDE;
 		p[i] = v;
 	}
+	for (; i < WORDS; i++)
+		p[i] = base;
 }
 
 /* 0 if the page at p holds content(gpa, gen); no branches in the loop. */
 static uint64_t page_diff(const uint64_t *p, uint64_t gpa, uint32_t gen)
 {
-	uint64_t v = body_base(gpa, gen), d;
+	uint64_t base = body_base(gpa, gen), v = base, d;
+	unsigned i;
 
 	barrier();	/* always read memory, never what we think we wrote */
 	d = p[0] ^ header_word(gpa, gen);
 #pragma GCC unroll 8
-	for (unsigned i = 1; i < WORDS; i++) {
+	for (i = 1; i < V.uniq; i++) {
 		v += STRIDE;
 		d |= p[i] ^ v;
 	}
+	for (; i < WORDS; i++)
+		d |= p[i] ^ base;
 	return d;
 }
 
@@ -223,7 +235,8 @@ static void check_page(struct vfy_cpu *st, unsigned cpu, uint64_t gpa, uint32_t 
 		report_page(st, cpu, gpa, gen);
 }
 
-void vfy_setup(const struct wss_layout *l, uint64_t seed, unsigned ncpus, uint64_t rate_mib)
+void vfy_setup(const struct wss_layout *l, uint64_t seed, unsigned ncpus, uint64_t rate_mib,
+	       unsigned compress_pct)
 {
 	uint64_t first = 0;
 
@@ -234,6 +247,10 @@ void vfy_setup(const struct wss_layout *l, uint64_t seed, unsigned ncpus, uint64
 	V.ncpus = ncpus;
 	V.npages = l->npages;
 	V.rate_pps = rate_mib * 256;
+	/* the share of the page's bytes that repeat: the header word stays */
+	V.uniq = compress_pct >= 100 ? 1 : (unsigned)(WORDS - WORDS * compress_pct / 100);
+	if (V.uniq < 1)
+		V.uniq = 1;
 	for (unsigned i = 0; i < l->nwss; i++) {
 		uint64_t n = (l->wss[i].end - l->wss[i].start) / PAGE;
 		V.r[V.nr++] = (struct vfy_range){ l->wss[i].start, first, n };

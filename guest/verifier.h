@@ -14,8 +14,10 @@
 
 #include "memmap.h"
 
-/* CPU 0, before any fill: where things are, and how to split them. */
-void vfy_setup(const struct wss_layout *l, uint64_t seed, unsigned ncpus, uint64_t rate_mib);
+/* CPU 0, before any fill: where things are, and how to split them;
+ * compress_pct: how much of each page is a run a compressor removes. */
+void vfy_setup(const struct wss_layout *l, uint64_t seed, unsigned ncpus, uint64_t rate_mib,
+	       unsigned compress_pct);
 
 /* Each CPU: write generation 0 to its slice and reset its counters. */
 void vfy_fill(unsigned cpu, unsigned hw);
