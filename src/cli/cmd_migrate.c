@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "migration/policy.h"
+#include "migration/ramcodec.h"
 
 static void usage(FILE *f)
 {
@@ -49,6 +50,10 @@ static void usage(FILE *f)
 	      "  -n, --channels N       send RAM over N connections in parallel (1..16;\n"
 	      "                         default: half the host's CPUs, 2 to 4; the\n"
 	      "                         destination may grant fewer, an older one 1)\n"
+	      "  -z, --compress MODE    compress guest pages on the way: auto (the\n"
+	      "                         default: lz4 or zstd only where that was measured\n"
+	      "                         to be faster than sending them raw, e.g. a slow\n"
+	      "                         link and compressible memory), lz4, zstd, or off\n"
 	      "  -r, --max-rounds N     pre-copy rounds before the policy decides\n"
 	      "                         (1..10000; default 30)\n"
 	      "  -p, --policy P         when the guest dirties memory faster than it can\n"
@@ -146,6 +151,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "bandwidth", required_argument, NULL, 'b' },
 		{ "max-rounds", required_argument, NULL, 'r' },
 		{ "channels", required_argument, NULL, 'n' },
+		{ "compress", required_argument, NULL, 'z' },
 		{ "policy", required_argument, NULL, 'p' },
 		{ "check-only", no_argument, NULL, 'k' },
 		{ "postcopy-after", required_argument, NULL, 'P' },
@@ -167,7 +173,7 @@ int cmd_migrate(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:T:d:b:n:r:p:P:RKkV:qjt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":c:T:d:b:n:z:r:p:P:RKkV:qjt:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o.control = optarg;
@@ -190,6 +196,16 @@ int cmd_migrate(int argc, char **argv)
 				goto usage;
 			json_object_set_new(args, "channels", json_integer(v));
 			break;
+		case 'z': {
+			enum ram_compress mode;
+			struct kv_err e = { "" };
+			if (ram_compress_parse(optarg, &mode, &e)) {
+				fprintf(stderr, "kvmove migrate: --compress: %s\n", e.msg);
+				goto usage;
+			}
+			json_object_set_new(args, "compress", json_string(ram_compress_name(mode)));
+			break;
+		}
 		case 'r':
 			if (parse_uint("--max-rounds", optarg, 1, 10000, &v))
 				goto usage;

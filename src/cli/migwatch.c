@@ -305,6 +305,30 @@ static void print_refusal(struct watch *w, json_t *stats)
 }
 
 /* x-switchover's marks (ms after the pause) as each step's own share */
+/* "compression  lz4 1234 pages, zstd 0: 38.1 MiB -> 9.6 MiB (auto)", or
+ * why nothing was compressed */
+static void print_compression(json_t *c)
+{
+	json_int_t lz4 = jint(c, "x-lz4-pages"), zstd = jint(c, "x-zstd-pages");
+	const char *mode = json_string_value(json_object_get(c, "x-mode"));
+
+	if (!json_is_object(c) || !mode)
+		return;
+	if (!strcmp(mode, "off")) {
+		printf("  compression  off\n");
+		return;
+	}
+	if (!lz4 && !zstd) {
+		printf("  compression  %s: no page was worth it (the link kept up, or the pages "
+		       "did not compress)\n", mode);
+		return;
+	}
+	printf("  compression  %s: %lld pages lz4, %lld zstd, %lld raw; page data %.1f MiB on the "
+	       "wire, %.2fx smaller\n", mode, (long long)lz4, (long long)zstd,
+	       (long long)jint(c, "x-raw-pages"), (double)jint(c, "compressed-size") / MIB,
+	       json_number_value(json_object_get(c, "compression-rate")));
+}
+
 static void print_switchover(json_t *sw)
 {
 	static const char *const steps[][2] = {
@@ -361,6 +385,7 @@ static void print_stats(struct watch *w, json_t *s)
 	       w->o->kind == MIGWATCH_LIVE ? "transferred" : "written    ", sent / MIB,
 	       (double)jint(ram, "total") / MIB, (long long)jint(ram, "normal"),
 	       (long long)jint(ram, "duplicate"));
+	print_compression(json_object_get(s, "compression"));
 	if (w->o->kind == MIGWATCH_LIVE && !w->o->via)
 		printf("  rounds       %lld\n", (long long)jint(ram, "dirty-sync-count"));
 	if (total_ms > 0)

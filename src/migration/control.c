@@ -339,6 +339,23 @@ json_t *mig_query(struct migration *m)
 				json_object_set_new(sw, names[i], json_real(m->sw[i]));
 		json_object_set_new(o, "x-switchover", sw);
 	}
+	/* QMP's CompressionStats (pages compressed, their bytes on the wire,
+	 * the rate in / out), and kvmove's own: per codec, and the mode */
+	{
+		const struct ram_codec_stats *c = &m->codec;
+		uint64_t zp = c->pages[RAM_CODEC_LZ4] + c->pages[RAM_CODEC_ZSTD];
+		json_object_set_new(o, "compression", json_pack(
+			"{s:I, s:I, s:f, s:I, s:f, s:s, s:I, s:I, s:I, s:I}",
+			"pages", (json_int_t)zp, "busy", (json_int_t)0, "busy-rate", 0.0,
+			"compressed-size", (json_int_t)c->out_bytes,
+			"compression-rate", c->out_bytes ? (double)c->in_bytes / (double)c->out_bytes
+							 : 1.0,
+			"x-mode", ram_compress_name(m->compress),
+			"x-raw-pages", (json_int_t)c->pages[RAM_CODEC_RAW],
+			"x-lz4-pages", (json_int_t)c->pages[RAM_CODEC_LZ4],
+			"x-zstd-pages", (json_int_t)c->pages[RAM_CODEC_ZSTD],
+			"x-compress-ms", (json_int_t)(c->compress_ns / 1000000)));
+	}
 	/* connections for RAM: asked for, and in use once the destination said */
 	json_object_set_new(o, "x-channels", json_pack("{s:i, s:i}", "requested",
 						       (int)m->p.channels, "granted",
@@ -375,6 +392,7 @@ void mig_settings_defaults(struct mig_settings *set)
 	set->throttle_max = def.throttle_max;
 	set->auto_converge = true;	/* kvmove's default: never an endless loop */
 	set->multifd_channels = 2;	/* QEMU's default */
+	set->compress = RAM_COMPRESS_AUTO;	/* only where measured faster */
 }
 
 unsigned mig_default_channels(void)
@@ -427,6 +445,7 @@ int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mi
 	p->throttle_max = set->throttle_max;
 	p->exit_after = set->exit_after;
 	p->channels = set->multifd ? set->multifd_channels : mig_default_channels();
+	p->compress = set->compress;
 	json_object_foreach(args, key, v) {
 		if (!strcmp(key, "uri")) {
 			r = get_path(v, "uri", p->uri, sizeof(p->uri), err);
@@ -450,6 +469,10 @@ int mig_params_from_json(json_t *args, const struct mig_settings *set, struct mi
 		} else if (!strcmp(key, "channels")) {
 			if (!(r = get_uint(v, key, 1, MIG_MAX_CHANNELS, &n, err)))
 				p->channels = (unsigned)n;
+		} else if (!strcmp(key, "compress")) {
+			if (!json_is_string(v))
+				return kv_errf(err, EINVAL, "'compress' must be off, auto, lz4 or zstd");
+			r = ram_compress_parse(json_string_value(v), &p->compress, err);
 		} else if (!strcmp(key, "via")) {
 			r = get_path(v, "via", p->via, sizeof(p->via), err);
 		} else if (!strcmp(key, "check-only")) {

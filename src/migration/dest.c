@@ -63,6 +63,8 @@ static int check_hello(struct mig_incoming *in, const struct stream_rec *rec,
 	if (h.id[0])
 		memcpy(in->id, h.id, sizeof(in->id));
 	in->want_channels = h.caps & MIG_CAP_CHANNELS ? h.channels : 1;
+	/* we always offer it: compressed pages come only if the source said so */
+	in->compress = h.caps & MIG_CAP_COMPRESS;
 	/* memory goes over as an fd only on a UNIX socket */
 	in->local = (h.caps & MIG_CAP_LOCAL) && in->conn_local;
 	if ((h.caps & MIG_CAP_LOCAL) && !in->conn_local)
@@ -179,7 +181,8 @@ static int receive_records(struct mig_incoming *in, struct stream *s, struct kv_
 			else if (in->local)
 				r = kv_errf(err, EBADMSG, "RAM record in a same-host hand-over");
 			else
-				r = ram_receive(in->vm, s, &rec, &in->pages, &in->ram_seq, err);
+				r = ram_receive(in->vm, s, &rec, in->compress ? &in->dec : NULL,
+						&in->pages, &in->ram_seq, err);
 			break;
 		case MIG_REC_ROUND:
 			break;
@@ -425,7 +428,7 @@ static int serve_probe(struct stream *s, struct kv_err *err)
  * the extra connections must bring. */
 static json_t *dst_hello(struct mig_incoming *in)
 {
-	json_t *j = mig_hello_new("destination", MIG_CAP_CHANNELS |
+	json_t *j = mig_hello_new("destination", MIG_CAP_CHANNELS | MIG_CAP_COMPRESS |
 				  (in->postcopy_ok ? MIG_CAP_POSTCOPY : 0) |
 				  (in->conn_local ? MIG_CAP_LOCAL : 0));
 	unsigned n = in->want_channels;
@@ -563,6 +566,7 @@ void mig_incoming_init(struct mig_incoming *in)
 void mig_incoming_destroy(struct mig_incoming *in)
 {
 	pc_dst_destroy(in);
+	ram_decoder_destroy(&in->dec);
 	pthread_mutex_destroy(&in->mu);
 }
 

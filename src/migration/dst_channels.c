@@ -31,6 +31,7 @@ struct dst_chan {
 	bool started, joined;
 	uint64_t pages;
 	uint32_t seq;
+	struct ram_decoder dec;
 	int rc;
 	struct kv_err err;
 };
@@ -226,7 +227,8 @@ static void *rx_main(void *arg)
 		if (r)
 			break;
 		if (rec.type == MIG_REC_RAM) {
-			r = ram_receive(in->vm, &ch->s, &rec, &ch->pages, &ch->seq, &err);
+			r = ram_receive(in->vm, &ch->s, &rec, in->compress ? &ch->dec : NULL,
+					&ch->pages, &ch->seq, &err);
 		} else if (rec.type == MIG_REC_CHANNEL_END) {
 			json_t *p;
 			if (!(r = mig_parse_json(&rec, &j, &err))) {
@@ -314,6 +316,7 @@ void dst_chan_close(struct mig_incoming *in)
 	for (unsigned i = 0; i + 1 < in->nchan; i++) {
 		if (in->chan[i].have_stream)
 			stream_destroy(&in->chan[i].s);
+		ram_decoder_destroy(&in->chan[i].dec);
 		if (in->chan[i].fd >= 0)
 			close(in->chan[i].fd);
 	}

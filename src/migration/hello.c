@@ -16,6 +16,7 @@ static const struct {
 	{ MIG_CAP_POSTCOPY, "postcopy" },
 	{ MIG_CAP_CHANNELS, "channels" },
 	{ MIG_CAP_LOCAL, "local" },
+	{ MIG_CAP_COMPRESS, "compress" },
 };
 
 const char *mig_cap_name(unsigned cap)

@@ -26,7 +26,8 @@
 #define MIG_CAP_CHANNELS 0x2u	/* RAM over several connections ("channels": N) */
 #define MIG_CAP_LOCAL 0x4u	/* same host: guest RAM and TAPs handed over as fds
 				 * (a UNIX socket), no page copied */
-#define MIG_CAP_ALL (MIG_CAP_POSTCOPY | MIG_CAP_CHANNELS | MIG_CAP_LOCAL)
+#define MIG_CAP_COMPRESS 0x8u	/* RAM entries may be lz4 or zstd (ramcodec.h) */
+#define MIG_CAP_ALL (MIG_CAP_POSTCOPY | MIG_CAP_CHANNELS | MIG_CAP_LOCAL | MIG_CAP_COMPRESS)
 
 struct mig_hello {
 	char role[16];		/* source, destination, file, channel */

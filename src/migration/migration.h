@@ -19,6 +19,7 @@
 #include "migration/config.h"
 #include "migration/policy.h"
 #include "migration/proto.h"
+#include "migration/ramcodec.h"
 
 struct vm;
 struct arbiter;
@@ -60,6 +61,8 @@ struct mig_params {
 				 * (default: it stays, QMP's postmigrate) */
 	unsigned channels;	/* connections for RAM (1..MIG_MAX_CHANNELS); the
 				 * destination may grant fewer */
+	enum ram_compress compress;	/* page compression (ramcodec.h); used only if
+					 * the destination takes it */
 };
 
 /*
@@ -79,6 +82,7 @@ struct mig_settings {
 	bool exit_after;		/* kvmove run --exit-after-migration */
 	bool multifd;			/* capability multifd: multifd-channels ... */
 	unsigned multifd_channels;	/* ... connections; off: mig_default_channels() */
+	enum ram_compress compress;	/* x-compress (multifd-compression) */
 };
 /* Connections for a migration when nobody said: half the host's CPUs (the
  * other half runs the guest), 2 to 4. */
@@ -160,6 +164,8 @@ struct mig_incoming {
 	uint32_t ram_seq;		/* the next RAM record's sequence number */
 	bool conn_local;		/* this connection is a UNIX socket (same host) */
 	bool local;			/* a same-host hand-over: both asked for it */
+	bool compress;			/* the source may send compressed pages */
+	struct ram_decoder dec;		/* this thread's decoder (the channels have theirs) */
 	/* several channels (dst_channels.c) */
 	unsigned want_channels;		/* what the source asked for */
 	unsigned nchan;			/* what we granted (>= 1) */

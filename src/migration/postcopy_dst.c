@@ -305,7 +305,7 @@ static int receive(struct pc_dst *pc, struct stream *s, struct kv_err *err)
 			return r;
 		switch (rec.type) {
 		case MIG_REC_RAM:
-			if ((r = ram_visit(pc->vm, rec.payload, rec.len, place, pc, err)))
+			if ((r = ram_visit(pc->vm, rec.payload, rec.len, NULL, place, pc, err)))
 				return r;
 			pc->in->pages += st_get32(rec.payload + 4);	/* after the sequence */
 			break;

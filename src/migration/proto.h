@@ -19,7 +19,9 @@
 #define MIG_MAX_JSON (256u << 10)	/* handshake/config records */
 #define MIG_RAM_BATCH 256		/* pages per RAM record at most */
 #define MIG_PAGE_ZERO 0x1		/* RAM entry flag: the page is all zeros */
-#define MIG_PAGE_FLAGS 0x1
+#define MIG_PAGE_LZ4 0x2		/* compressed with lz4 (capability "compress") */
+#define MIG_PAGE_ZSTD 0x4		/* compressed with zstd (capability "compress") */
+#define MIG_PAGE_FLAGS 0x7
 
 enum mig_rec_type {
 	MIG_REC_HELLO = 1,		/* JSON, both ways */

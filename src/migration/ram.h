@@ -2,11 +2,12 @@
  * ram.h - moving guest RAM through the stream.
  *
  * A RAM record: u32 sequence (0, 1, 2, ... per stream), u32 count, count
- * entries of u64 (gpa | flags), then the 4096 bytes of each entry without
- * MIG_PAGE_ZERO, in entry order.  gpa is
- * page aligned; the only flag is MIG_PAGE_ZERO.  The entries come first so
- * that a receiver can check them all and then read the data straight into
- * guest memory.
+ * entries of u64 (gpa | flags), then the data of each entry without
+ * MIG_PAGE_ZERO, in entry order: 4096 bytes, or with MIG_PAGE_LZ4 or
+ * MIG_PAGE_ZSTD (only when both ends agreed on compression) a u16 length
+ * and that many compressed bytes (ramcodec.h).  gpa is page aligned.  The
+ * entries come first so that a receiver can check them all and then read
+ * raw data straight into guest memory.
  */
 #ifndef KVMOVE_MIGRATION_RAM_H
 #define KVMOVE_MIGRATION_RAM_H
@@ -15,9 +16,11 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "migration/ramcodec.h"
 
 struct vm;
 struct stream;
+struct ram_batch;
 
 struct ram_stats {
 	uint64_t normal;	/* pages sent with data */
@@ -47,6 +50,8 @@ struct ram_sender {
 	uint32_t seq;		/* the next RAM record's sequence number */
 	void (*progress)(void *opaque);	/* after every record, for live stats */
 	void *progress_opaque;
+	struct ram_batch *batch;	/* the record being built */
+	struct ram_codec codec;		/* compression: off until both ends agree */
 };
 
 int ram_sender_init(struct ram_sender *rs, struct vm *vm, struct stream *s,
@@ -57,6 +62,9 @@ int ram_sender_init_stripe(struct ram_sender *rs, const struct ram_sender *from,
 			   struct stream *s, unsigned stripe, unsigned nstripes,
 			   struct kv_err *err);
 void ram_sender_destroy(struct ram_sender *rs);
+/* Compress from now on (the peer agreed): the extra channels' senders,
+ * made after this, take the same mode. */
+int ram_sender_set_compress(struct ram_sender *rs, enum ram_compress mode, struct kv_err *err);
 /* First pass: every page that holds data (memfd holes are never read). */
 int ram_send_all(struct ram_sender *rs, struct kv_err *err);
 /* Send and clear every page in rs->dirty. */
@@ -73,10 +81,12 @@ int ram_send_next(struct ram_sender *rs, const uint64_t *only, uint64_t *cursor,
 /* memfd page index -> guest-physical address (UINT64_MAX outside RAM) */
 uint64_t ram_page_gpa(const struct vm *vm, uint64_t page);
 
+/* dec (below): the receiving thread's decoder when compression was agreed,
+ * NULL otherwise (a compressed page is then refused). */
 /* Receiver: apply one RAM record (a whole payload in memory) to guest
  * memory, checking every entry. */
-int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, uint64_t *pages,
-	      struct kv_err *err);
+int ram_apply(struct vm *vm, const uint8_t *p, uint32_t len, struct ram_decoder *dec,
+	      uint64_t *pages, struct kv_err *err);
 /* The same, reading the payload of rec (whose header stream_read_head()
  * has read) from the stream: entries first, then the data straight into
  * guest memory, then the checksum. */
@@ -84,10 +94,10 @@ struct stream_rec;
 /* Post-copy receiver: check a whole RAM record, then hand each page to fn
  * (memfd page index; data NULL for a zero page). */
 typedef int (*ram_page_fn)(void *opaque, uint64_t page, const uint8_t *data, struct kv_err *err);
-int ram_visit(struct vm *vm, const uint8_t *p, uint32_t len, ram_page_fn fn, void *opaque,
-	      struct kv_err *err);
+int ram_visit(struct vm *vm, const uint8_t *p, uint32_t len, struct ram_decoder *dec,
+	      ram_page_fn fn, void *opaque, struct kv_err *err);
 /* seq: the sequence number the record must carry (advanced), or NULL. */
 int ram_receive(struct vm *vm, struct stream *s, const struct stream_rec *rec,
-		uint64_t *pages, uint32_t *seq, struct kv_err *err);
+		struct ram_decoder *dec, uint64_t *pages, uint32_t *seq, struct kv_err *err);
 
 #endif

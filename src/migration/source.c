@@ -114,9 +114,12 @@ void src_publish(void *opaque)
 	double now = src_now_ms();
 
 	uint64_t bytes, normal, zero, entries;
+	struct ram_codec_stats codec;
 
 	src_chan_totals(m, &bytes, &normal, &zero, &entries);
+	src_chan_codec_totals(m, &codec);
 	pthread_mutex_lock(&m->mu);
+	m->codec = codec;
 	m->transferred = bytes;
 	m->chan_bytes = bytes - m->s.bytes_out;
 	m->normal = normal;
@@ -166,7 +169,7 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 	json_t *j, *cfg, *res;
 	int r;
 
-	j = mig_hello_new("source", m->local ? MIG_CAP_LOCAL : MIG_CAP_CHANNELS);
+	j = mig_hello_new("source", m->local ? MIG_CAP_LOCAL : MIG_CAP_CHANNELS | MIG_CAP_COMPRESS);
 	json_object_set_new(j, "vm", json_string(m->vm->cfg.name));
 	json_object_set_new(j, "id", json_string(m->id));
 	json_object_set_new(j, "channels", json_integer(m->p.channels));
@@ -194,6 +197,8 @@ static int handshake(struct migration *m, struct stream *ps, struct kv_err *err)
 	pthread_mutex_lock(&m->mu);
 	m->granted = m->nchan;
 	pthread_mutex_unlock(&m->mu);
+	/* compressed pages only to a destination that reads them */
+	m->compress = !m->local && (h.caps & MIG_CAP_COMPRESS) ? m->p.compress : RAM_COMPRESS_OFF;
 
 	cfg = mig_config_to_json(m->vm, m->arb != NULL);
 	json_object_set_new(cfg, "check-only", json_boolean(m->p.check_only));
@@ -562,6 +567,8 @@ int src_init_sender(struct migration *m, struct stream *s, struct kv_err *err)
 {
 	int r = ram_sender_init(&m->rs, m->vm, s, &m->cancel, err);
 
+	if (!r && (r = ram_sender_set_compress(&m->rs, m->compress, err)))
+		ram_sender_destroy(&m->rs);
 	if (r)
 		return src_set_fail(m, "internal", err, r);
 	m->rs.progress = src_publish;

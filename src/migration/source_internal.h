@@ -53,6 +53,7 @@ struct migration {
 	int fd;
 	double t_start, setup_ms, total_ms, downtime_ms, expected_ms, dest_load_ms;
 	uint64_t rounds, remaining, transferred, normal, zero;
+	struct ram_codec_stats codec;	/* compression, all senders together */
 	double mbps, dirty_pps;
 	double t_active;	/* pre-copy began */
 	uint64_t fp_total;	/* bytes the first pass will look at */
@@ -87,6 +88,8 @@ struct migration {
 	struct ram_sender rs;
 	struct mig_policy_state pst;
 	bool local;		/* same host (unix:PATH): RAM and TAPs go as fds */
+	enum ram_compress compress;	/* what the RAM senders do: p.compress if the
+					 * destination takes it, else off */
 	bool peer_postcopy;	/* the destination offered post-copy */
 	bool postcopy;		/* the switchover is a post-copy one */
 	uint64_t *hot;		/* pages sent in the last round (post-copy pushes
@@ -143,6 +146,8 @@ void src_chan_close(struct migration *m);
 void src_chan_shutdown_locked(struct migration *m);	/* under mu */
 void src_set_rate(struct migration *m, uint64_t bytes_per_sec);	/* shared out */
 uint64_t src_bytes_out(struct migration *m);	/* every channel's */
+/* Migration thread: the compression numbers of every sender. */
+void src_chan_codec_totals(struct migration *m, struct ram_codec_stats *st);
 void src_chan_totals(struct migration *m, uint64_t *bytes, uint64_t *normal, uint64_t *zero,
 		     uint64_t *entries);
 

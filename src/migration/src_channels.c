@@ -49,6 +49,7 @@ struct src_chan {
 	struct kv_err err;
 	/* published after every record (atomics): for progress and totals */
 	uint64_t bytes, normal, zero, entries;
+	uint64_t zpages[RAM_CODEC_N], zin, zout;	/* its codec's numbers */
 };
 
 static void chan_progress(void *opaque)
@@ -59,6 +60,10 @@ static void chan_progress(void *opaque)
 	__atomic_store_n(&ch->normal, ch->rs.st.normal, __ATOMIC_RELAXED);
 	__atomic_store_n(&ch->zero, ch->rs.st.zero, __ATOMIC_RELAXED);
 	__atomic_store_n(&ch->entries, ch->rs.st.entries, __ATOMIC_RELAXED);
+	for (unsigned k = 0; k < RAM_CODEC_N; k++)
+		__atomic_store_n(&ch->zpages[k], ch->rs.codec.st.pages[k], __ATOMIC_RELAXED);
+	__atomic_store_n(&ch->zin, ch->rs.codec.st.in_bytes, __ATOMIC_RELAXED);
+	__atomic_store_n(&ch->zout, ch->rs.codec.st.out_bytes, __ATOMIC_RELAXED);
 }
 
 /* Under m->mu: wake every blocked send or receive on the extra channels. */
@@ -280,6 +285,17 @@ void src_chan_totals(struct migration *m, uint64_t *bytes, uint64_t *normal, uin
 		*normal += __atomic_load_n(&m->chan[i].normal, __ATOMIC_RELAXED);
 		*zero += __atomic_load_n(&m->chan[i].zero, __ATOMIC_RELAXED);
 		*entries += __atomic_load_n(&m->chan[i].entries, __ATOMIC_RELAXED);
+	}
+}
+
+void src_chan_codec_totals(struct migration *m, struct ram_codec_stats *st)
+{
+	*st = m->rs.codec.st;
+	for (unsigned i = 0; m->chan && i + 1 < m->nchan; i++) {
+		for (unsigned k = 0; k < RAM_CODEC_N; k++)
+			st->pages[k] += __atomic_load_n(&m->chan[i].zpages[k], __ATOMIC_RELAXED);
+		st->in_bytes += __atomic_load_n(&m->chan[i].zin, __ATOMIC_RELAXED);
+		st->out_bytes += __atomic_load_n(&m->chan[i].zout, __ATOMIC_RELAXED);
 	}
 }
 

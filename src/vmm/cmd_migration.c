@@ -298,6 +298,17 @@ int qmp_migrate_set_parameters(void *opaque, json_t *args, json_t **ret, struct 
 			/* used with the multifd capability, as in QEMU */
 			if (!(r = set_int(v, key, 1, MIG_MAX_CHANNELS, &n, err)))
 				next.multifd_channels = (unsigned)n;
+		} else if (!strcmp(key, "multifd-compression") || !strcmp(key, "x-compress")) {
+			/* QEMU's names none and zstd, and kvmove's auto (measured)
+			 * and lz4; zlib is slower than both and not offered */
+			if (!json_is_string(v))
+				r = kv_errf(err, EINVAL, "Parameter '%s' expects off, auto, lz4 or zstd",
+					    key);
+			else if (!strcmp(json_string_value(v), "zlib"))
+				r = kv_errf(err, ENOTSUP, "Parameter '%s': zlib is not supported (zstd "
+					    "and lz4 are; auto picks one where it is faster)", key);
+			else
+				r = ram_compress_parse(json_string_value(v), &next.compress, err);
 		} else if (!strcmp(key, "tls-creds") || !strcmp(key, "tls-hostname") ||
 			   !strcmp(key, "tls-authz")) {
 			r = kv_errf(err, ENOTSUP, "'%s': a kvmove VMM's TLS credentials are set when "
@@ -326,7 +337,7 @@ int qmp_query_migrate_parameters(void *opaque, json_t *args, json_t **ret, struc
 	pthread_mutex_lock(&vmm->mig_lock);
 	s = vmm->settings;
 	pthread_mutex_unlock(&vmm->mig_lock);
-	*ret = json_pack("{s:I, s:I, s:i, s:i, s:i, s:i, s:s, s:s}",
+	*ret = json_pack("{s:I, s:I, s:i, s:i, s:i, s:i, s:s, s:s, s:s, s:s}",
 			 "downtime-limit", (json_int_t)s.downtime_ms,
 			 "max-bandwidth", (json_int_t)s.bandwidth,
 			 "cpu-throttle-initial", (int)s.throttle_initial,
@@ -334,7 +345,9 @@ int qmp_query_migrate_parameters(void *opaque, json_t *args, json_t **ret, struc
 			 "max-cpu-throttle", (int)s.throttle_max,
 			 "multifd-channels", (int)s.multifd_channels,
 			 "tls-creds", vmm_tls_creds_name(vmm),
-			 "tls-hostname", "");
+			 "tls-hostname", "",
+			 "multifd-compression", s.compress == RAM_COMPRESS_ZSTD ? "zstd" : "none",
+			 "x-compress", ram_compress_name(s.compress));
 	return 0;
 }
 

@@ -6,9 +6,12 @@
  *   ram_receive()  the same payload as a record on a stream (its check
  *                  computed here), read straight into guest RAM.
  * Input: the payload of one RAM record (docs/FORMAT.md).  The VM has RAM on
- * both sides of the PCI hole, so entries at its edges mean something.
+ * both sides of the PCI hole, so entries at its edges mean something.  The
+ * receivers have a decoder (compression agreed), so lz4 and zstd pages
+ * are decoded too.
  * Checks: the three agree on accepting or refusing (and with which errno);
- * every page handed out is inside the VM and its data inside the payload;
+ * every page handed out is inside the VM and its data inside the payload
+ * (a raw page) or decoded to exactly one page (a compressed one);
  * a record naming a page twice is refused by all three (docs/FORMAT.md:
  * a page appears at most once per record); after an accepted record guest
  * memory holds exactly what the entries say (ZERO pages are zeros) and
@@ -31,6 +34,8 @@
 static struct vm *vm;
 static int memfd = -1;
 static const uint8_t zeros[MEM_PAGE_SIZE];
+static struct ram_decoder dec;
+static uint8_t decoded[MIG_RAM_BATCH][MEM_PAGE_SIZE];	/* visit's compressed pages */
 
 struct seen {
 	const uint8_t *lo, *hi;		/* the payload */
@@ -48,9 +53,15 @@ static int visit(void *opaque, uint64_t page, const uint8_t *data, struct kv_err
 		   (unsigned long long)page, (unsigned long long)vm->mem.npages);
 	FUZZ_CHECK(ram_page_gpa(vm, page) != UINT64_MAX, "page %llu is not RAM",
 		   (unsigned long long)page);
-	FUZZ_CHECK(!data || (data >= sn->lo && data + MEM_PAGE_SIZE <= sn->hi),
-		   "page data outside the payload");
 	FUZZ_CHECK(sn->n < MIG_RAM_BATCH, "more than %d pages in one record", MIG_RAM_BATCH);
+	/* raw data lies in the payload; a decoded page is in the decoder's
+	 * scratch, valid only now */
+	if (data && !(data >= sn->lo && data + MEM_PAGE_SIZE <= sn->hi)) {
+		FUZZ_CHECK(data + MEM_PAGE_SIZE <= sn->lo || data >= sn->hi,
+			   "page data straddles the payload's end");
+		memcpy(decoded[sn->n], data, MEM_PAGE_SIZE);
+		data = decoded[sn->n];
+	}
 	sn->page[sn->n] = page;
 	sn->data[sn->n++] = data;
 	return 0;
@@ -119,7 +130,7 @@ static int receive(const uint8_t *p, uint32_t len, uint64_t *pages, struct kv_er
 	live = true;
 	r = stream_read_head(&s, &rec, err);
 	FUZZ_CHECK(!r, "the record header was refused: %s", err->msg);
-	return ram_receive(vm, &s, &rec, pages, NULL, err);
+	return ram_receive(vm, &s, &rec, &dec, pages, NULL, err);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -144,13 +155,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sn->lo = data;
 	sn->hi = data + size;
 
-	rv = ram_visit(vm, data, len, visit, sn, &err);
+	rv = ram_visit(vm, data, len, &dec, visit, sn, &err);
 	FUZZ_CHECK(rv == 0 || (rv == -EBADMSG && err.msg[0]), "ram_visit: %d (%s)", rv, err.msg);
 	FUZZ_CHECK(rv || sn->n >= 1, "an accepted record without pages");
 	FUZZ_CHECK(rv || !has_duplicates(sn), "ram_visit accepted a page named twice");
 
 	err.msg[0] = '\0';
-	ra = ram_apply(vm, data, len, &pages_apply, &err);
+	ra = ram_apply(vm, data, len, &dec, &pages_apply, &err);
 	FUZZ_CHECK(ra == rv, "ram_apply says %d (%s), ram_visit %d", ra, err.msg, rv);
 	FUZZ_CHECK(ra || pages_apply == sn->n, "ram_apply counted %llu pages of %u",
 		   (unsigned long long)pages_apply, sn->n);

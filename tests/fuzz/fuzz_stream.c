@@ -156,7 +156,7 @@ static int read_one(struct stream *s, unsigned style, unsigned i, bool *touched,
 		if (rec.type != MIG_REC_RAM)
 			return read_scattered(s, &rec, err);
 		*touched = true;
-		r = ram_receive(vm, s, &rec, &pages, NULL, err);
+		r = ram_receive(vm, s, &rec, NULL, &pages, NULL, err);
 		FUZZ_CHECK(r || (pages >= 1 && pages <= MIG_RAM_BATCH),
 			   "a RAM record was received with %llu pages", (unsigned long long)pages);
 		return r;

@@ -454,7 +454,7 @@ static void drain(struct stream *rd, struct vm *vm, struct tally *t)
 			fail_msg("channel %u: record %u where %u belongs", t->stripe,
 				 st_get32(rec.payload), t->seq);
 		t->seq++;
-		if (ram_visit(vm, rec.payload, rec.len, tally_page, t, &err))
+		if (ram_visit(vm, rec.payload, rec.len, NULL, tally_page, t, &err))
 			fail_msg("channel %u: %s", t->stripe, err.msg);
 	}
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <cmocka.h>
+#include <lz4.h>
 
 #include "core/vm.h"
 #include "devices/uart8250.h"
@@ -68,8 +69,9 @@ static size_t ram_rec(uint8_t *buf, uint32_t count, const uint64_t *gpaflags, in
 
 /* The payload as a record on a memory file, read back with ram_receive()
  * expecting sequence number want_seq. */
-static int receive_rec_seq(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
-			   uint32_t want_seq, uint64_t *pages, struct kv_err *err)
+static int receive_rec_dec(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
+			   uint32_t want_seq, struct ram_decoder *dec, uint64_t *pages,
+			   struct kv_err *err)
 {
 	struct stream s;
 	struct stream_rec rec;
@@ -94,10 +96,16 @@ static int receive_rec_seq(struct vm *vm, const uint8_t *payload, size_t n, int 
 	assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, err), 0);
 	r = stream_read_head(&s, &rec, err);
 	if (!r)
-		r = ram_receive(vm, &s, &rec, pages, &want_seq, err);
+		r = ram_receive(vm, &s, &rec, dec, pages, &want_seq, err);
 	stream_destroy(&s);
 	close(fd);
 	return r;
+}
+
+static int receive_rec_seq(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
+			   uint32_t want_seq, uint64_t *pages, struct kv_err *err)
+{
+	return receive_rec_dec(vm, payload, n, flip_at, want_seq, NULL, pages, err);
 }
 
 static int receive_rec(struct vm *vm, const uint8_t *payload, size_t n, int flip_at,
@@ -126,7 +134,7 @@ static void test_ram_records(void **state)
 
 		memset(mem_gpa_to_hva(&vm->mem, 0x200000, 4096), 0x77, 4096);
 		if (mode == WHOLE)
-			r = ram_apply(vm, buf, (uint32_t)n, &pages, &err);
+			r = ram_apply(vm, buf, (uint32_t)n, NULL, &pages, &err);
 		else
 			r = receive_rec(vm, buf, n, mode == STREAMED ? -1 :
 					STREAM_HDR_SIZE + 8 + 24 + 100, &pages, &err);
@@ -156,7 +164,7 @@ static void expect_ram_bad(struct vm *vm, const uint8_t *buf, size_t n, const ch
 {
 	uint64_t pages = 0;
 	struct kv_err err = { "" };
-	int r = ram_apply(vm, buf, (uint32_t)n, &pages, &err);
+	int r = ram_apply(vm, buf, (uint32_t)n, NULL, &pages, &err);
 
 	if (r != -EBADMSG)
 		fail_msg("%s: got %d", why, r);
@@ -192,9 +200,15 @@ static void test_ram_hostile(void **state)
 	g[0] = 0xfffffffffffff000ULL;
 	n = ram_rec(buf, 1, g, 1);
 	expect_ram_bad(vm, buf, n, "page at the top of the address space");
-	g[0] = 0x100000 | 0x2;	/* unknown flag */
+	g[0] = 0x100000 | 0x8;	/* unknown flag */
 	n = ram_rec(buf, 1, g, 1);
 	expect_ram_bad(vm, buf, n, "unknown flag");
+	g[0] = 0x100000 | MIG_PAGE_LZ4;	/* compressed, but nobody agreed to it */
+	n = ram_rec(buf, 1, g, 1);
+	expect_ram_bad(vm, buf, n, "compressed page without the capability");
+	g[0] = 0x100000 | MIG_PAGE_LZ4 | MIG_PAGE_ZSTD;
+	n = ram_rec(buf, 1, g, 1);
+	expect_ram_bad(vm, buf, n, "two codecs at once");
 	g[0] = 0x100000;
 	n = ram_rec(buf, 1, g, 1);
 	expect_ram_bad(vm, buf, n - 1, "page data truncated");
@@ -263,7 +277,7 @@ static void test_ram_sender_once(void **state)
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(stream_read_head(&s, &rec, &err), 0);
 		assert_int_equal(rec.type, MIG_REC_RAM);
-		if (ram_receive(dst, &s, &rec, &pages, &seq, &err))
+		if (ram_receive(dst, &s, &rec, NULL, &pages, &seq, &err))
 			fail_msg("record %d: %s", i, err.msg);
 	}
 	want = 4;	/* 7, 3 (zero), 9, then 9 again */
@@ -275,6 +289,162 @@ static void test_ram_sender_once(void **state)
 	close(fd);
 	free_vm(src);
 	free_vm(dst);
+}
+
+/* Fill a page that compresses to about a quarter (compressible) or not at
+ * all (every word a hash). */
+static void fill_test_page(uint8_t *p, uint64_t n, bool compressible)
+{
+	uint64_t x = n * 0x9e3779b97f4a7c15ULL + 1;
+
+	for (unsigned i = 0; i < 512; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		((uint64_t *)(void *)p)[i] = compressible && i >= 128 ? n : x;
+	}
+}
+
+/* What a compressing sender writes, a receiver with a decoder puts back
+ * byte for byte (compressible and incompressible pages, a zero page, over
+ * several records); without a decoder (compression not agreed) the first
+ * compressed record is refused. */
+static void test_ram_compressed(void **state)
+{
+	static const enum ram_compress modes[] = { RAM_COMPRESS_LZ4, RAM_COMPRESS_ZSTD };
+
+	for (unsigned mi = 0; mi < 2; mi++) {
+		for (int with_dec = 1; with_dec >= 0; with_dec--) {
+			struct vm *src = fake_vm(), *dst = fake_vm();
+			struct ram_decoder dec = { 0 };
+			struct ram_sender rs;
+			struct stream s;
+			struct stream_rec rec;
+			struct kv_err err = { "" };
+			uint64_t pages = 0, npages = 600;
+			uint32_t seq = 0;
+			int fd = memfd_create("ram", 0), r = 0;
+
+			for (uint64_t p = 1; p <= npages; p++)
+				if (p != 77)	/* stays zero */
+					fill_test_page(mem_gpa_to_hva(&src->mem, p * 4096, 4096), p,
+						       p % 3 != 0);
+			assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, &err), 0);
+			assert_int_equal(ram_sender_init(&rs, src, &s, NULL, &err), 0);
+			assert_int_equal(ram_sender_set_compress(&rs, modes[mi], &err), 0);
+			for (uint64_t p = 1; p <= npages; p++)
+				rs.dirty[p / 64] |= 1ull << (p % 64);
+			assert_int_equal(ram_send_dirty(&rs, &err), 0);
+			assert_int_equal(stream_flush(&s, &err), 0);
+			assert_int_equal(rs.st.entries, npages);
+			assert_int_equal(rs.codec.st.pages[RAM_CODEC_RAW] +
+					 rs.codec.st.pages[modes[mi] == RAM_COMPRESS_LZ4 ?
+							   RAM_CODEC_LZ4 : RAM_CODEC_ZSTD], npages - 1);
+			/* a third of the pages do not compress and go raw */
+			assert_true(rs.codec.st.pages[RAM_CODEC_RAW] >= npages / 3 - 1);
+			assert_true(rs.codec.st.out_bytes < rs.codec.st.in_bytes * 6 / 10);
+			ram_sender_destroy(&rs);
+			stream_destroy(&s);
+
+			lseek(fd, 0, SEEK_SET);
+			assert_int_equal(stream_init(&s, fd, MIG_MAX_RECORD, &err), 0);
+			while (!r && pages < npages) {
+				assert_int_equal(stream_read_head(&s, &rec, &err), 0);
+				r = ram_receive(dst, &s, &rec, with_dec ? &dec : NULL, &pages, &seq,
+						&err);
+			}
+			if (with_dec) {
+				if (r)
+					fail_msg("%s: %s", ram_compress_name(modes[mi]), err.msg);
+				assert_memory_equal(mem_gpa_to_hva(&src->mem, 0, (npages + 1) * 4096),
+						    mem_gpa_to_hva(&dst->mem, 0, (npages + 1) * 4096),
+						    (npages + 1) * 4096);
+			} else {
+				assert_int_equal(r, -EBADMSG);
+				assert_non_null(strstr(err.msg, "not agreed"));
+			}
+			ram_decoder_destroy(&dec);
+			stream_destroy(&s);
+			close(fd);
+			free_vm(src);
+			free_vm(dst);
+		}
+	}
+}
+
+/* One lz4 page at 0x100000 (data: what the length prefix says it is) */
+static size_t lz4_rec(uint8_t *buf, const uint8_t *z, size_t zlen, uint16_t say)
+{
+	st_put32(buf, 0);
+	st_put32(buf + 4, 1);
+	st_put64(buf + 8, 0x100000 | MIG_PAGE_LZ4);
+	st_put16(buf + 16, say);
+	memcpy(buf + 18, z, zlen);
+	return 18 + zlen;
+}
+
+static void expect_comp_bad(struct vm *vm, const uint8_t *buf, size_t n, const char *why)
+{
+	struct ram_decoder dec = { 0 };
+	struct kv_err err = { "" };
+	uint64_t pages = 0;
+	int r = ram_apply(vm, buf, (uint32_t)n, &dec, &pages, &err);
+
+	if (r != -EBADMSG)
+		fail_msg("%s: got %d", why, r);
+	assert_true(err.msg[0]);
+	err.msg[0] = 0;
+	r = receive_rec_dec(vm, buf, n, -1, 0, &dec, &pages, &err);
+	if (r != -EBADMSG)
+		fail_msg("%s (streamed): got %d", why, r);
+	assert_true(err.msg[0]);
+	assert_int_equal(pages, 0);
+	ram_decoder_destroy(&dec);
+}
+
+/* Hostile compressed pages: every length and every expansion is checked. */
+static void test_ram_compressed_hostile(void **state)
+{
+	struct vm *vm = fake_vm();
+	uint8_t page[4096], z[4096], buf[8192];
+	struct ram_decoder dec = { 0 };
+	struct kv_err err = { "" };
+	uint64_t pages = 0;
+	int zlen;
+	size_t n;
+
+	fill_test_page(page, 5, true);
+	zlen = LZ4_compress_default((const char *)page, (char *)z, 4096, sizeof(z));
+	assert_true(zlen > 0 && zlen < 2048);
+	n = lz4_rec(buf, z, (size_t)zlen, (uint16_t)zlen);
+	assert_int_equal(ram_apply(vm, buf, (uint32_t)n, &dec, &pages, &err), 0);
+	assert_memory_equal(mem_gpa_to_hva(&vm->mem, 0x100000, 4096), page, 4096);
+	assert_int_equal(pages, 1);
+	ram_decoder_destroy(&dec);
+
+	n = lz4_rec(buf, z, (size_t)zlen, 0);
+	expect_comp_bad(vm, buf, n, "length 0");
+	n = lz4_rec(buf, z, (size_t)zlen, (uint16_t)(zlen + 1));
+	expect_comp_bad(vm, buf, n, "length past the record");
+	n = lz4_rec(buf, z, (size_t)zlen, (uint16_t)(zlen - 1));
+	expect_comp_bad(vm, buf, n, "one byte left over");
+	n = lz4_rec(buf, z, (size_t)zlen, (uint16_t)zlen);
+	buf[n++] = 0;
+	expect_comp_bad(vm, buf, n, "a stray byte after the page");
+	memset(z, 0xff, sizeof(z));
+	n = lz4_rec(buf, z, 100, 100);
+	expect_comp_bad(vm, buf, n, "garbage");
+	zlen = LZ4_compress_default((const char *)page, (char *)z, 2048, sizeof(z));
+	n = lz4_rec(buf, z, (size_t)zlen, (uint16_t)zlen);
+	expect_comp_bad(vm, buf, n, "half a page");
+	n = lz4_rec(buf, page, 4000, 4000);
+	expect_comp_bad(vm, buf, n, "longer than a compressed page may be");
+	st_put64(buf + 8, 0x100000 | MIG_PAGE_ZSTD);	/* lz4 bytes called zstd */
+	zlen = LZ4_compress_default((const char *)page, (char *)z, 4096, sizeof(z));
+	memcpy(buf + 18, z, (size_t)zlen);
+	st_put16(buf + 16, (uint16_t)zlen);
+	expect_comp_bad(vm, buf, 18 + (size_t)zlen, "lz4 data in a zstd entry");
+	free_vm(vm);
 }
 
 static void test_devstate_hostile(void **state)
@@ -466,6 +636,8 @@ int main(void)
 		cmocka_unit_test(test_ram_records),
 		cmocka_unit_test(test_ram_hostile),
 		cmocka_unit_test(test_ram_sender_once),
+		cmocka_unit_test(test_ram_compressed),
+		cmocka_unit_test(test_ram_compressed_hostile),
 		cmocka_unit_test(test_devstate_hostile),
 		cmocka_unit_test(test_config_hostile),
 		cmocka_unit_test(test_preflight),
