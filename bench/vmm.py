@@ -447,18 +447,21 @@ class Kvmove(VM):
         self.kvmove = kvmove
         self.tls = list(tls) if tls else ["--insecure"]
 
-    def boot(self, mem, kernel, append):
+    def boot(self, mem, kernel, append, extra=()):
+        """extra: more kvmove run options (--disk, --net ...)."""
         self._start([self.kvmove, "run", "--name", "bench", "--mem", mem, "--cpus", "1",
                      "--kernel", kernel, "--append", append,
-                     "--console", self.console_path, "--control", self.qmp_path] + self.tls)
+                     "--console", self.console_path, "--control", self.qmp_path] + self.tls
+                    + list(extra))
 
-    def incoming(self, host, port, via=None, name="bench"):
+    def incoming(self, host, port, via=None, name="bench", extra=()):
         """A destination for the VM called name (--expect); via: the shared
-        directory quick migrations come through (--via)."""
+        directory quick migrations come through (--via); extra: more
+        options (--allow-disk, --allow-tap ...)."""
         self.uri = "tcp:%s:%d" % (host, port)
         self._start([self.kvmove, "run", "--incoming", self.uri, "--expect", name,
                      "--console", self.console_path, "--control", self.qmp_path]
-                    + (["--via", via] if via else []) + self.tls)
+                    + (["--via", via] if via else []) + self.tls + list(extra))
         deadline = now() + 30
         while not ns_listening(self.netns, port):
             if not self.proc.alive() or now() > deadline:

@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include "migration/policy.h"
-#include "migration/ramcodec.h"
 
 static void usage(FILE *f)
 {
@@ -196,16 +195,10 @@ int cmd_migrate(int argc, char **argv)
 				goto usage;
 			json_object_set_new(args, "channels", json_integer(v));
 			break;
-		case 'z': {
-			enum ram_compress mode;
-			struct kv_err e = { "" };
-			if (ram_compress_parse(optarg, &mode, &e)) {
-				fprintf(stderr, "kvmove migrate: --compress: %s\n", e.msg);
+		case 'z':
+			if (migwatch_compress_arg("migrate", optarg, args))
 				goto usage;
-			}
-			json_object_set_new(args, "compress", json_string(ram_compress_name(mode)));
 			break;
-		}
 		case 'r':
 			if (parse_uint("--max-rounds", optarg, 1, 10000, &v))
 				goto usage;

@@ -20,7 +20,7 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: kvmove save --control SOCKET FILE [--json] [--timeout SEC]\n"
+	fputs("usage: kvmove save --control SOCKET FILE [--compress MODE] [--json] [--timeout SEC]\n"
 	      "\n"
 	      "Quick migration, step 1: pause the VM served on SOCKET, write all of its\n"
 	      "state to FILE (through FILE.tmp, renamed once complete and synced; an\n"
@@ -31,6 +31,10 @@ static void usage(FILE *f)
 	      "Ctrl-C cancels the save; the VM then runs on.\n"
 	      "\n"
 	      "  -c, --control SOCKET  the VMM's control socket\n"
+	      "  -z, --compress MODE   compress the pages in FILE: auto (the default: lz4\n"
+	      "                        or zstd only where measured faster than writing\n"
+	      "                        them raw, e.g. shared storage on a slow link),\n"
+	      "                        lz4, zstd (smaller files), or off\n"
 	      "  -j, --json            NDJSON on stdout: MIGRATION events, progress lines\n"
 	      "                        and last the result (query-migrate's fields)\n"
 	      "  -t, --timeout SEC     give up waiting for the VMM's control socket after\n"
@@ -47,6 +51,7 @@ int cmd_save(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "control", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "compress", required_argument, NULL, 'z' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -54,19 +59,22 @@ int cmd_save(int argc, char **argv)
 	struct migwatch_opts o = { .kind = MIGWATCH_SAVE, .verb = "save",
 				   .timeout_ms = 10000 };
 	char path[PATH_MAX + 8], cwd[PATH_MAX];
-	const char *file;
+	const char *file, *compress = NULL;
 	json_t *args;
 	int ch, code;
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:jt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":c:jz:t:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o.control = optarg;
 			break;
 		case 'j':
 			o.json = true;
+			break;
+		case 'z':
+			compress = optarg;
 			break;
 		case 't':
 			o.timeout_ms = migwatch_parse_timeout(optarg);
@@ -111,6 +119,10 @@ int cmd_save(int argc, char **argv)
 		goto usage;
 	}
 	args = json_pack("{s:s}", "uri", path);
+	if (compress && migwatch_compress_arg("save", compress, args)) {
+		json_decref(args);
+		goto usage;
+	}
 	o.args = args;
 	o.target = path + 5;
 	code = migwatch_run(&o);

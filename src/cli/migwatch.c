@@ -16,6 +16,7 @@
 #include "cli/migwatch.h"
 #include "cli/cli.h"
 #include "control/control.h"
+#include "migration/ramcodec.h"
 
 #include <errno.h>
 #include <math.h>
@@ -638,6 +639,19 @@ out:
 	if (w.sigfd >= 0)
 		close(w.sigfd);
 	return code;
+}
+
+int migwatch_compress_arg(const char *verb, const char *mode, json_t *args)
+{
+	enum ram_compress m;
+	struct kv_err e = { "" };
+
+	if (ram_compress_parse(mode, &m, &e)) {
+		fprintf(stderr, "kvmove %s: --compress: %s\n", verb, e.msg);
+		return -1;
+	}
+	json_object_set_new(args, "compress", json_string(ram_compress_name(m)));
+	return 0;
 }
 
 int migwatch_parse_timeout(const char *s)

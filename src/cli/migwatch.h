@@ -29,5 +29,8 @@ int migwatch_run(const struct migwatch_opts *o);
 
 /* Parse --timeout's SEC into milliseconds; -1 on a bad value. */
 int migwatch_parse_timeout(const char *s);
+/* --compress MODE into args' "compress"; 0, or -1 after saying why on
+ * stderr (verb: "migrate", "save"). */
+int migwatch_compress_arg(const char *verb, const char *mode, json_t *args);
 
 #endif

@@ -30,6 +30,10 @@ static int save_file(struct migration *m, const char *path, struct kv_err *err)
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
 		return src_set_fail(m, "io", err, kv_errf(err, ENAMETOOLONG, "path too long"));
+	/* the file is read by a kvmove that takes what its HELLO lists: the
+	 * compression asked for (auto: where the writes are measured slower
+	 * than compressing, e.g. shared storage over a slow link) */
+	m->compress = m->p.compress;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return src_set_fail(m, "io", err, kv_errf_sys(err, errno, "cannot write %s", tmp));
@@ -41,7 +45,7 @@ static int save_file(struct migration *m, const char *path, struct kv_err *err)
 	if ((r = vm_pause(m->vm, err)))
 		goto fail;
 	m->paused = !m->was_paused;	/* ours to undo on failure */
-	hello = mig_hello_new("file", 0);
+	hello = mig_hello_new("file", m->compress != RAM_COMPRESS_OFF ? MIG_CAP_COMPRESS : 0);
 	json_object_set_new(hello, "vm", json_string(m->vm->cfg.name));
 	if ((r = mig_send_json(&m->s, MIG_REC_HELLO, hello, err)) ||
 	    (r = mig_send_json(&m->s, MIG_REC_CONFIG, mig_config_to_json(m->vm, m->arb != NULL),

@@ -14,7 +14,13 @@ any compressor removes; compress=0 (the default) leaves nothing to remove.
   4. auto on loopback with memory that does not compress: not one page is
      sent compressed (the sampling probes aside, nothing is spent).
   5. off: no page compressed, and the summary says compression is off.
-  6. a bad mode is refused by the CLI before anything starts."""
+  6. a bad mode is refused by the CLI before anything starts.
+  7. quick migration's file: 'kvmove save --compress lz4' of the
+     compressible guest writes a file smaller than half its working set
+     (the file's HELLO lists compress), and 'kvmove run --restore' brings
+     it back verified."""
+import os
+
 import kvtest
 from kvtest import check
 
@@ -70,7 +76,20 @@ def test(h):
           "auto at 64 MiB/s with compressible memory: %d lz4, %d zstd, %d raw pages"
           % (lz4, zstd, raw))
     h.log("3. auto at 64 MiB/s: %s; %d lz4, %d zstd, %d raw" % (run.summary(), lz4, zstd, raw))
-    dst3.kill()
+
+    # 7. (here, while a compressible guest runs) a compressed state file
+    path = os.path.join(h.tmpdir, "vm.kvmstate")
+    run = dst3.save(path, "--compress", "lz4")
+    run.expect(0, "completed")
+    check(dst3.wait_exit(timeout=60) == 0, "the saved VMM did not exit 0")
+    size = os.path.getsize(path)
+    check(size < WSS / 2, "the compressed state file has %d bytes for a %d-byte working set"
+          % (size, WSS))
+    back = h.restore("back", path, expect=dst3.vm_name)
+    back.wait_verified(start=0)
+    h.log("7. save --compress lz4: %.1f MiB file for %d MiB of working set; restored, verified"
+          % (size / 1048576.0, WSS >> 20))
+    back.kill()
 
     # 4. auto on loopback, memory that does not compress
     src = h.vmm(name="src4", mem="512M",
