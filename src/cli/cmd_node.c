@@ -23,6 +23,8 @@ static void usage_node(FILE *f)
 	      "  list        every node: state, VMs, vCPUs and RAM used, load\n"
 	      "  show NODE   one node in detail, with its migration slots\n"
 	      "  set NODE [--maintenance on|off] [--migration-limit N|default]\n"
+	      "  maintenance NODE on|off [--wait]   maintenance with a drain: every VM\n"
+	      "              moved away (see 'kvmove node maintenance --help')\n"
 	      "\n"
 	      "Every subverb takes --etcd, --json and --help.\n"
 	      "exit status: 0 done, 1 failed, 2 usage error, 3 no such node,\n"
@@ -164,7 +166,8 @@ static void join(json_t *rec, const char *key, char *buf, size_t len)
 	}
 }
 
-static void show_human(const struct nodeset *ns, size_t i, const struct store_list *slots)
+static void show_human(const struct nodeset *ns, size_t i, const struct store_list *slots,
+		       json_t *drain)
 {
 	const struct cluster_node *n = &ns->v[i];
 	const struct place_node *p = &ns->place[i];
@@ -204,6 +207,17 @@ static void show_human(const struct nodeset *ns, size_t i, const struct store_li
 		}
 	}
 	show_line("maintenance", p->maintenance ? "on" : "off");
+	if (drain) {
+		const char *vm;
+		json_t *why;
+		node_drain_line(drain, buf, sizeof(buf));
+		show_line("drain", buf);
+		json_object_foreach(json_object_get(drain, "stuck"), vm, why) {
+			snprintf(buf, sizeof(buf), "%s stays: %s", vm,
+				 json_string_value(why) ?: "?");
+			show_line("", buf);
+		}
+	}
 	snprintf(buf, sizeof(buf), "%d%s", n->migration_limit,
 		 n->limit_from_cfg ? "" : " (the cluster's default)");
 	show_line("migration-limit", buf);
@@ -222,7 +236,9 @@ static int node_show(int argc, char **argv)
 	struct ccli c = { .verb = "node show" };
 	struct nodeset ns = { 0 };
 	struct store_list slots = { 0 };
+	struct store_kv dkv;
 	struct kv_err err;
+	json_t *drain = NULL;
 	const char *name = NULL;
 	char prefix[96];
 	int status, i, rc;
@@ -244,6 +260,19 @@ static int node_show(int argc, char **argv)
 		status = ccli_store_fail(&c, rc, &err, NULL);
 		goto out;
 	}
+	/* the last drain of this node, if any (kvmove node maintenance) */
+	snprintf(prefix, sizeof(prefix), "/kvmove/drains/%s", name);
+	rc = store_get(c.st, prefix, &dkv, NULL, &err);
+	if (rc && rc != -ENOENT) {
+		status = ccli_store_fail(&c, rc, &err, NULL);
+		goto out;
+	}
+	if (!rc) {
+		if (cluster_json_object(prefix, dkv.value, dkv.vlen, &drain, &err))
+			ccli_msg(&c, "warning: %s", err.msg);
+		store_kv_free(&dkv);
+	}
+	snprintf(prefix, sizeof(prefix), "/kvmove/slots/%s/", name);
 	if (c.json) {
 		json_t *j = node_json(&ns, (size_t)i), *s = json_object();
 
@@ -255,12 +284,14 @@ static int node_show(int argc, char **argv)
 			json_object_set_new(s, slot, json_string(v));
 		}
 		json_object_set_new(j, "slots", s);
+		json_object_set(j, "drain", drain ? drain : json_null());
 		ccli_print_json(j);
 		json_decref(j);
 	} else {
-		show_human(&ns, (size_t)i, &slots);
+		show_human(&ns, (size_t)i, &slots, drain);
 	}
 out:
+	json_decref(drain);
 	store_list_free(&slots);
 	nodeset_free(&ns);
 	ccli_close(&c);
@@ -443,6 +474,8 @@ int cmd_node(int argc, char **argv)
 		return node_show(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "set"))
 		return node_set(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "maintenance"))
+		return node_maintenance(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove node: unknown subverb '%s'\n\n", argv[1]);
 	usage_node(stderr);
 	return KV_EXIT_USAGE;

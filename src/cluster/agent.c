@@ -209,7 +209,8 @@ static bool starts_with(const char *s, const char *p)
  * 64 nodes waking every agent for every change (another node's record, a
  * migration's progress elsewhere) is most of the cluster's work.  Wanted:
  * VM definitions and owners, migrations from here, freed slots (our queue
- * may go on), requests to and answers for incoming VMMs, our settings.  A
+ * may go on), requests to and answers for incoming VMMs, our settings and
+ * our drain.  A
  * pass also runs at least every 2 s (300 ms while a migration runs), so a
  * change judged wrongly here is late, never lost.
  */
@@ -221,6 +222,9 @@ static bool relevant(const char *key, const char *value, size_t vlen, void *opaq
 	if (!strcmp(key, "/kvmove/config") || starts_with(key, "/kvmove/incoming-ready/"))
 		return true;
 	snprintf(buf, sizeof(buf), "/kvmove/nodecfg/%s", a->o.name);
+	if (!strcmp(key, buf))
+		return true;
+	snprintf(buf, sizeof(buf), "/kvmove/drains/%s", a->o.name);
 	if (!strcmp(key, buf))
 		return true;
 	snprintf(buf, sizeof(buf), "/kvmove/incoming/%s/", a->o.name);
@@ -270,6 +274,7 @@ static int pass(struct agent *a, int64_t *rev, bool *unreachable)
 	/* VMs that arrived become ours before our queue is looked at */
 	incoming_reconcile(a, &s);
 	vms_reconcile(a, &s);
+	drain_reconcile(a, &s);	/* what it queues starts next pass */
 	mig_reconcile(a, &s);
 	publish(a, &s);
 	*rev = s.l.rev;

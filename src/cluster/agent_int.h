@@ -6,6 +6,7 @@
  *   agent_vmm.c   local VMMs: start, adopt, watch, ask, stop
  *   agent_vms.c   the VMs this node owns: run what should run, report
  *   agent_mig.c   migrations: queue, slots, placement, incoming, progress
+ *   agent_drain.c maintenance: move every VM away, report the drain
  */
 #ifndef KVMOVE_CLUSTER_AGENT_INT_H
 #define KVMOVE_CLUSTER_AGENT_INT_H
@@ -156,5 +157,8 @@ json_t *vms_node_record(struct agent *a, const struct snap *s);
 void mig_reconcile(struct agent *a, const struct snap *s);
 void incoming_reconcile(struct agent *a, const struct snap *s);
 bool mig_busy(struct agent *a);	/* something to poll soon */
+
+/* agent_drain.c */
+void drain_reconcile(struct agent *a, const struct snap *s);
 
 #endif
