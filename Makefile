@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 15
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure check check-fast check-unit check-slow check-asan fuzz fuzz-smoke fuzz-build demo bench bench-smoke clean
+.PHONY: all deps configure check check-fast check-unit check-slow check-asan fuzz fuzz-smoke fuzz-build demo demo-vmm bench bench-smoke clean
 
 all: configure
 	cmake --build $(BUILD)
@@ -59,7 +59,13 @@ fuzz-smoke: fuzz-build
 fuzz: fuzz-build
 	python3 scripts/fuzz.py --build $(FUZZ_BUILD) --seconds $(FUZZ_SECONDS)
 
+# The product as an operator meets it: a three-host cluster (namespaces),
+# VMs placed by it, a migration by name, a host drained (scripts/demo-cluster.sh).
 demo: all
+	@bash scripts/demo-cluster.sh $(BUILD)
+
+# One live migration between two VMMs, no cluster (scripts/demo.sh).
+demo-vmm: all
 	@bash scripts/demo.sh $(BUILD)
 
 # kvmove vs QEMU migration benchmark (~1 h; not part of check): report in

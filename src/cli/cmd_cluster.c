@@ -27,7 +27,7 @@ static void usage_cluster(FILE *f)
 
 static void usage_init(FILE *f)
 {
-	fputs("usage: kvmove cluster init [--dir DIR]\n"
+	fputs("usage: kvmove cluster init [--dir DIR] [--listen IP]\n"
 	      "\n"
 	      "Without an etcd given (--etcd, $KVMOVE_ETCD, the etcd= line of\n"
 	      "/etc/kvmove/cluster.conf): make sure the embedded etcd answers at\n"
@@ -42,6 +42,10 @@ static void usage_init(FILE *f)
 	      "\n"
 	      "  -d, --dir DIR            where the embedded etcd and the key live\n"
 	      "                           (default /var/lib/kvmove)\n"
+	      "  -l, --listen IP          the embedded etcd also listens on IP:2479 (an\n"
+	      "                           IPv4 address of this host on the management\n"
+	      "                           network), so agents on other hosts reach it:\n"
+	      "                           'kvmove agent --etcd http://IP:2479'\n"
 	      CCLI_HELP_COMMON
 	      "\n"
 	      "exit status: 0 ready, 1 failed (e.g. etcd would not start: the message\n"
@@ -64,11 +68,13 @@ static void usage_status(FILE *f)
 	      "the members is back)\n", f);
 }
 
-/* Common options (plus --dir for init); no arguments. */
-static int parse(struct ccli *c, int argc, char **argv, void (*usage)(FILE *), const char **dir)
+/* Common options (plus --dir and --listen for init); no arguments. */
+static int parse(struct ccli *c, int argc, char **argv, void (*usage)(FILE *), const char **dir,
+		 const char **listen)
 {
 	static const struct option longopts[] = {
 		{ "dir", required_argument, NULL, 'd' },
+		{ "listen", required_argument, NULL, 'l' },
 		CCLI_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
@@ -76,18 +82,22 @@ static int parse(struct ccli *c, int argc, char **argv, void (*usage)(FILE *), c
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, dir ? ":d:e:jh" : ":e:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, dir ? ":d:l:e:jh" : ":e:jh", longopts, NULL)) != -1) {
 		if (ccli_common_opt(c, ch, optarg))
 			continue;
 		if (ch == 'd' && dir) {
 			*dir = optarg;
 			continue;
 		}
+		if (ch == 'l' && listen) {
+			*listen = optarg;
+			continue;
+		}
 		if (ch == 'h') {
 			usage(stdout);
 			return -1;
 		}
-		if (ch == 'd')
+		if (ch == 'd' || ch == 'l')
 			ch = '?';
 		return ccli_bad_opt(c, ch, argv);
 	}
@@ -103,17 +113,28 @@ static int cluster_init(int argc, char **argv)
 	struct ccli c = { .verb = "cluster init" };
 	struct embedded_result r = { 0 };
 	struct kv_err err;
-	const char *dir = NULL;
+	const char *dir = NULL, *listen = NULL;
 	int status, rc;
 
-	status = parse(&c, argc, argv, usage_init, &dir);
+	status = parse(&c, argc, argv, usage_init, &dir, &listen);
 	if (status)
 		return status < 0 ? KV_EXIT_OK : status;
 	if (clusterconf_resolve(c.etcd_opt, &c.etcd, &err)) {
 		ccli_msg(&c, "%s", err.msg);
 		return KV_EXIT_USAGE;
 	}
+	if (listen && c.etcd.source != CLUSTER_ETCD_DEFAULT) {
+		ccli_msg(&c, "--listen is for the embedded etcd; this one is given (%s)",
+			 c.etcd.endpoints);
+		return KV_EXIT_USAGE;
+	}
+	if (listen && strlen(listen) >= sizeof(r.listen)) {
+		ccli_msg(&c, "--listen '%s' is not an IPv4 address", listen);
+		return KV_EXIT_USAGE;
+	}
 	if (c.etcd.source == CLUSTER_ETCD_DEFAULT) {
+		if (listen)
+			snprintf(r.listen, sizeof(r.listen), "%s", listen);
 		rc = cluster_embedded_ensure_ex(dir, &r, &err);
 		if (rc) {
 			ccli_msg(&c, "%s", err.msg);
@@ -147,6 +168,8 @@ static int cluster_init(int argc, char **argv)
 				      "config-written", r.config_written, "psk", r.psk_path,
 				      "psk-written", r.psk_written);
 
+		if (r.listen[0])
+			json_object_set_new(j, "listen", json_string(r.listen));
 		if (r.started) {
 			json_object_set_new(j, "pid", json_integer(r.pid));
 			json_object_set_new(j, "data-dir", json_string(r.data_dir));
@@ -166,7 +189,17 @@ static int cluster_init(int argc, char **argv)
 	printf("/kvmove/config: %s\n", r.config_written ? "written ({\"migration-limit\": 1})" :
 	       "exists (kept)");
 	printf("cluster key: %s%s\n", r.psk_path, r.psk_written ? " (new)" : " (exists, kept)");
-	if (c.etcd.source == CLUSTER_ETCD_DEFAULT)
+	if (c.etcd.source == CLUSTER_ETCD_DEFAULT && r.listen[0] && !r.started)
+		printf("\nNote: an etcd already answered at %s, so --listen %s changed nothing:\n"
+		       "stop it (kill $(cat %s/etcd.pid)) and run init again to listen there.\n",
+		       r.endpoint, r.listen, r.dir);
+	if (c.etcd.source == CLUSTER_ETCD_DEFAULT && r.listen[0] && r.started)
+		printf("\nNext, start an agent on each host (the embedded etcd listens on\n"
+		       "http://%s:2479 too; copy the key to each host first):\n"
+		       "  kvmove agent --etcd http://%s:2479 --mgmt-addr IP --migration-net CIDR "
+		       "--allow-disk DIR --tls-psk %s\n"
+		       "then: kvmove node list\n", r.listen, r.listen, r.psk_path);
+	else if (c.etcd.source == CLUSTER_ETCD_DEFAULT)
 		printf("\nNext, start this host's agent (the embedded etcd listens on 127.0.0.1\n"
 		       "only: a cluster of several hosts needs an etcd they all reach, see\n"
 		       "docs/CLUSTER.md):\n"
@@ -281,7 +314,7 @@ static int cluster_status(int argc, char **argv)
 	bool quorum;
 	int status, rc;
 
-	status = parse(&c, argc, argv, usage_status, NULL);
+	status = parse(&c, argc, argv, usage_status, NULL, NULL);
 	if (status)
 		return status < 0 ? KV_EXIT_OK : status;
 	if ((status = ccli_open(&c)))

@@ -219,7 +219,9 @@ void node_drain_line(json_t *d, char *buf, size_t len)
 	size_t nstuck = json_object_size(json_object_get(d, "stuck"));
 	size_t o;
 
-	if (!strcmp(st, "draining")) {
+	if (!strcmp(st, "draining") && !json_is_integer(json_object_get(d, "remaining"))) {
+		snprintf(buf, len, "draining: starting (the node's agent takes it up)");
+	} else if (!strcmp(st, "draining")) {
 		o = (size_t)snprintf(buf, len, "draining: %lld of %lld moved", (long long)moved,
 				     (long long)(moved + left));
 		if (nstuck && o < len)

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "cluster/embedded.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -202,13 +203,13 @@ static ssize_t read_msg(int fd, struct start_msg *m)
 /* Start etcd detached; *pid gets its pid. */
 static int start_etcd(const struct embedded_result *r, pid_t *pid, struct kv_err *err)
 {
-	char name[64], cluster[256], unsup[64];
+	char name[64], cluster[256], unsup[64], lurls[96], aurls[64];
 	const char *arch = getenv("ETCD_UNSUPPORTED_ARCH");
 	char *argv[] = {
 		(char *)CLUSTER_ETCD_BIN, (char *)"--name", name,
 		(char *)"--data-dir", (char *)r->data_dir,
-		(char *)"--listen-client-urls", (char *)CLUSTER_EMBEDDED_ENDPOINT,
-		(char *)"--advertise-client-urls", (char *)CLUSTER_EMBEDDED_ENDPOINT,
+		(char *)"--listen-client-urls", lurls,
+		(char *)"--advertise-client-urls", aurls,
 		(char *)"--listen-peer-urls", (char *)CLUSTER_EMBEDDED_PEER,
 		(char *)"--initial-advertise-peer-urls", (char *)CLUSTER_EMBEDDED_PEER,
 		(char *)"--initial-cluster", cluster,
@@ -227,6 +228,15 @@ static int start_etcd(const struct embedded_result *r, pid_t *pid, struct kv_err
 				   "etcd-server)", CLUSTER_ETCD_BIN);
 	member_name(name, sizeof(name));
 	snprintf(cluster, sizeof(cluster), "%s=%s", name, CLUSTER_EMBEDDED_PEER);
+	/* loopback always; with listen, that address too (checked by the caller) */
+	if (r->listen[0]) {
+		snprintf(lurls, sizeof(lurls), "%s,http://%s:2479", CLUSTER_EMBEDDED_ENDPOINT,
+			 r->listen);
+		snprintf(aurls, sizeof(aurls), "http://%s:2479", r->listen);
+	} else {
+		snprintf(lurls, sizeof(lurls), "%s", CLUSTER_EMBEDDED_ENDPOINT);
+		snprintf(aurls, sizeof(aurls), "%s", CLUSTER_EMBEDDED_ENDPOINT);
+	}
 	if (arch && *arch && strlen(arch) < 32) {
 		snprintf(unsup, sizeof(unsup), "ETCD_UNSUPPORTED_ARCH=%s", arch);
 		envp[1] = unsup;
@@ -412,12 +422,17 @@ int cluster_embedded_ensure_ex(const char *dir, struct embedded_result *r,
 		.endpoints = CLUSTER_EMBEDDED_ENDPOINT,
 		.timeout_ms = PROBE_TIMEOUT_MS, .connect_timeout_ms = PROBE_TIMEOUT_MS / 2,
 	};
-	char real[PATH_MAX], pidpath[PATH_MAX];
+	char real[PATH_MAX], pidpath[PATH_MAX], listen[sizeof(r->listen)];
+	struct in_addr ia;
 	struct kv_store *st = NULL;
 	pid_t pid;
 	int rc;
 
+	snprintf(listen, sizeof(listen), "%s", r->listen);
 	memset(r, 0, sizeof(*r));
+	if (listen[0] && inet_pton(AF_INET, listen, &ia) != 1)
+		return kv_errf(err, EINVAL, "--listen '%s' is not an IPv4 address", listen);
+	snprintf(r->listen, sizeof(r->listen), "%s", listen);
 	snprintf(r->endpoint, sizeof(r->endpoint), "%s", CLUSTER_EMBEDDED_ENDPOINT);
 	if (!dir || !*dir)
 		dir = CLUSTER_DEFAULT_DIR;

@@ -22,6 +22,8 @@
 struct kv_store;
 
 struct embedded_result {
+	char listen[16];	/* in: an IPv4 address etcd also listens on (2479),
+				 * for nodes on other hosts; "" = loopback only */
 	char endpoint[64];
 	bool started;		/* we started etcd (else one answered already) */
 	pid_t pid;		/* when started */
