@@ -47,6 +47,8 @@ REC = {"HELLO": 1, "CONFIG": 2, "RAM": 4, "VM_ARCH": 6, "VCPU": 7, "DEVICE": 8,
 MANDATORY = 1
 PAGE = 4096
 ZERO = 1
+LZ4 = 2
+ZSTD = 4
 
 # fuzz_vmstate's table selector (tests/fuzz/fuzz_vmstate.c: descs[])
 VMS_MIXED, VMS_VCPU, VMS_ARCH, VMS_VIRTIO, VMS_UART = range(5)
@@ -116,6 +118,50 @@ def ram_trim(p, keep, zero_extra=()):
         if not e & ZERO:
             out += data[i]
     return bytes(out)
+
+
+class Codec:
+    """lz4 and zstd from the system's libraries (what the VMM links)."""
+
+    def __init__(self):
+        self.lz4 = ctypes.CDLL(ctypes.util.find_library("lz4") or "liblz4.so.1")
+        self.zstd = ctypes.CDLL(ctypes.util.find_library("zstd") or "libzstd.so.1")
+        self.zstd.ZSTD_compress.restype = ctypes.c_size_t
+        self.zstd.ZSTD_compress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                            ctypes.c_size_t, ctypes.c_int]
+        self.zstd.ZSTD_isError.argtypes = [ctypes.c_size_t]
+
+    def compress(self, flag, page):
+        out = ctypes.create_string_buffer(PAGE)
+        if flag == LZ4:
+            n = self.lz4.LZ4_compress_default(page, out, PAGE, PAGE)
+        else:
+            n = self.zstd.ZSTD_compress(out, PAGE, page, PAGE, 1)
+            n = 0 if self.zstd.ZSTD_isError(n) else n
+        return out.raw[:n] if 0 < n < PAGE - 512 else None
+
+
+def ram_compressed(p, codec, flag):
+    """A real RAM payload's data pages sent compressed with flag (LZ4 or
+    ZSTD) where they shrink, raw where they do not, ZERO entries kept: what
+    a compressing sender writes (docs/FORMAT.md, RAM)."""
+    hdr, count = ram_layout(p)
+    ents = list(struct.unpack_from("<%dQ" % count, p, hdr))
+    out_ents, body, pos = [], b"", hdr + 8 * count
+    for e in ents:
+        if e & ZERO:
+            out_ents.append(e)
+            continue
+        page = p[pos:pos + PAGE]
+        pos += PAGE
+        z = codec.compress(flag, page)
+        if z is None:
+            out_ents.append(e)
+            body += page
+        else:
+            out_ents.append(e | flag)
+            body += struct.pack("<H", len(z)) + z
+    return p[:hdr] + struct.pack("<%dQ" % count, *out_ents) + body
 
 
 class Proxy(threading.Thread):
@@ -352,6 +398,10 @@ def main():
     write(a.out, "fuzz_ram", "real-1page-2zero", ram_trim(ram0, 1, (0x200000, 0x100000000)))
     write(a.out, "fuzz_ram", "zero-edges", ram_trim(ram0, 0, (0xbffff000, 0x100000000,
                                                               0x100fff000)))
+    codec = Codec()
+    for flag, name in ((LZ4, "lz4"), (ZSTD, "zstd")):
+        write(a.out, "fuzz_ram", "compressed-" + name,
+              ram_compressed(ram_trim(ram0, 8, (0x200000,)), codec, flag))
 
     # --- state records, and their sections with the table selector
     write(a.out, "fuzz_devstate", "all", state_raw + tail_raw)
