@@ -22,7 +22,7 @@ static void usage(FILE *f)
 	      "\n"
 	      "Cluster verbs (docs/CLUSTER.md; they talk to etcd):\n"
 	      "  cluster    init | status: the cluster's etcd\n"
-	      "  node       list | show | set: the hosts running 'kvmove agent'\n"
+	      "  node       list | show | set | maintenance: the hosts running 'kvmove agent'\n"
 	      "  vm         create | start | stop | delete | list | show | migrate\n"
 	      "  migration  list: queued, running and recent migrations\n"
 	      "  agent      run this host's node agent (kvmove agent --help)\n"
