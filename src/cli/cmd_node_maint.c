@@ -178,24 +178,10 @@ static int drop_queued(struct maint_opts *o, const char *drain_id)
 		cluster_sanitize(vm, sizeof(vm), cluster_jstr(rec, "vm"));
 		if (!strcmp(st, "queued")) {
 			/* only if still queued: the agent may be starting it */
-			const struct store_cmp cmp = { .key = l.kvs[i].key, .target = STORE_CMP_MOD,
-						       .result = STORE_EQ, .num = l.kvs[i].mod_rev };
-			char *text;
 			bool ok = false;
 
-			json_object_set_new(rec, "state", json_string("cancelled"));
-			json_object_set_new(rec, "reason", json_string("the drain was cancelled "
-								       "(maintenance off)"));
-			json_object_set_new(rec, "finished", json_real(ccli_wall()));
-			text = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS |
-					       JSON_REAL_PRECISION(15));
-			{
-				const struct store_op put = { .type = STORE_OP_PUT,
-							      .key = l.kvs[i].key, .value = text };
-				rc = text ? store_txn(o->c.st, &cmp, 1, &put, 1, NULL, 0, &ok, NULL,
-						      &err) : -ENOMEM;
-			}
-			free(text);
+			rc = cluster_migration_cancel_queued(o->c.st, &l.kvs[i], rec,
+							     DRAIN_CANCELLED, ccli_wall(), &ok, &err);
 			if (!rc && ok && !o->c.json)
 				printf("%s: dropped the queued migration of %s\n", o->node, vm);
 			else if (!rc && !o->c.json)

@@ -44,6 +44,33 @@ static double wall_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/*
+ * The migration records whose value mentions needle (a VM's name, a
+ * drain's id: a cheap filter before parsing), one per call from *i on:
+ * the parsed object (the caller's), or NULL at the end.  *kv: its key.
+ */
+static json_t *next_rec(const struct snap *s, size_t *i, size_t e, const char *needle,
+			const struct store_kv **kv)
+{
+	for (; *i < e; ++*i) {
+		const struct store_kv *k = &s->l.kvs[*i];
+		json_t *rec;
+
+		if (!memmem(k->value, k->vlen, needle, strlen(needle)))
+			continue;
+		rec = json_loadb(k->value, k->vlen, 0, NULL);
+		if (!json_is_object(rec)) {
+			json_decref(rec);
+			continue;
+		}
+		++*i;
+		if (kv)
+			*kv = k;
+		return rec;
+	}
+	return NULL;
+}
+
 /* What the migrations of one VM say (failures: the drain's only). */
 struct vm_tally {
 	unsigned live_failed, quick_failed;
@@ -53,25 +80,17 @@ struct vm_tally {
 static void tally(const struct snap *s, const char *drain_id, const char *vm,
 		  struct vm_tally *t)
 {
-	size_t b, e;
+	size_t i, e;
+	json_t *rec;
 
 	memset(t, 0, sizeof(*t));
-	snap_range(s, "/kvmove/migrations/", &b, &e);
-	for (size_t i = b; i < e; i++) {
-		const struct store_kv *kv = &s->l.kvs[i];
-		json_t *rec;
-		const char *state;
+	snap_range(s, "/kvmove/migrations/", &i, &e);
+	while ((rec = next_rec(s, &i, e, vm, NULL))) {
+		const char *state = cluster_jstr(rec, "state");
 
-		/* cheap filter before parsing: the VM's name is in the value */
-		if (!memmem(kv->value, kv->vlen, vm, strlen(vm)))
-			continue;
-		rec = json_loadb(kv->value, kv->vlen, 0, NULL);
-		state = cluster_jstr(rec, "state");
-		if (!json_is_object(rec) || strcmp(cluster_jstr(rec, "vm"), vm)) {
-			json_decref(rec);
-			continue;
-		}
-		if (!strcmp(state, "queued") || !strcmp(state, "running")) {
+		if (strcmp(cluster_jstr(rec, "vm"), vm)) {
+			/* another VM whose record mentions this name */
+		} else if (!strcmp(state, "queued") || !strcmp(state, "running")) {
 			t->in_flight = true;	/* whoever asked for it */
 		} else if (!strcmp(cluster_jstr(rec, "drain"), drain_id) &&
 			   !strcmp(state, "failed")) {
@@ -90,19 +109,14 @@ static void tally(const struct snap *s, const char *drain_id, const char *vm,
 static void last_reason(const struct snap *s, const char *drain_id, const char *vm,
 			char *buf, size_t len)
 {
-	size_t b, e;
+	size_t i, e;
 	double best = -1;
+	json_t *rec;
 
 	snprintf(buf, len, "its migrations failed");
-	snap_range(s, "/kvmove/migrations/", &b, &e);
-	for (size_t i = b; i < e; i++) {
-		const struct store_kv *kv = &s->l.kvs[i];
-		json_t *rec;
-
-		if (!memmem(kv->value, kv->vlen, drain_id, strlen(drain_id)))
-			continue;
-		rec = json_loadb(kv->value, kv->vlen, 0, NULL);
-		if (json_is_object(rec) && !strcmp(cluster_jstr(rec, "vm"), vm) &&
+	snap_range(s, "/kvmove/migrations/", &i, &e);
+	while ((rec = next_rec(s, &i, e, drain_id, NULL))) {
+		if (!strcmp(cluster_jstr(rec, "vm"), vm) &&
 		    !strcmp(cluster_jstr(rec, "drain"), drain_id) &&
 		    !strcmp(cluster_jstr(rec, "state"), "failed") &&
 		    cluster_jnum(rec, "finished", 0) > best) {
@@ -160,19 +174,15 @@ static void enqueue(struct agent *a, const struct snap *s, json_t *drain, const 
 /* The drain's moves so far: bytes per second over their total time. */
 static double drain_rate(const struct snap *s, const char *drain_id)
 {
-	size_t b, e;
+	size_t i, e;
 	double bytes = 0, secs = 0;
+	json_t *rec;
 
-	snap_range(s, "/kvmove/migrations/", &b, &e);
-	for (size_t i = b; i < e; i++) {
-		const struct store_kv *kv = &s->l.kvs[i];
-		json_t *rec, *st;
+	snap_range(s, "/kvmove/migrations/", &i, &e);
+	while ((rec = next_rec(s, &i, e, drain_id, NULL))) {
+		json_t *st = json_object_get(rec, "stats");
 
-		if (!memmem(kv->value, kv->vlen, drain_id, strlen(drain_id)))
-			continue;
-		rec = json_loadb(kv->value, kv->vlen, 0, NULL);
-		st = json_object_get(rec, "stats");
-		if (json_is_object(rec) && !strcmp(cluster_jstr(rec, "drain"), drain_id) &&
+		if (!strcmp(cluster_jstr(rec, "drain"), drain_id) &&
 		    !strcmp(cluster_jstr(rec, "state"), "completed") && json_is_object(st)) {
 			bytes += cluster_jbytes(st, "transferred");
 			secs += cluster_jnum(st, "total-time-ms", 0) / 1e3;
@@ -209,35 +219,18 @@ static void put_drain(struct agent *a, const struct store_kv *dkv, json_t *drain
  * covers a CLI that died half-way, or nodecfg set by hand). */
 static void drop_cancelled(struct agent *a, const struct snap *s, const char *drain_id)
 {
-	size_t b, e;
+	const struct store_kv *kv;
+	size_t i, e;
+	json_t *rec;
 
-	snap_range(s, "/kvmove/migrations/", &b, &e);
-	for (size_t i = b; i < e; i++) {
-		const struct store_kv *kv = &s->l.kvs[i];
-		json_t *rec;
-
-		if (!memmem(kv->value, kv->vlen, drain_id, strlen(drain_id)))
-			continue;
-		rec = json_loadb(kv->value, kv->vlen, 0, NULL);
-		if (json_is_object(rec) && !strcmp(cluster_jstr(rec, "drain"), drain_id) &&
+	snap_range(s, "/kvmove/migrations/", &i, &e);
+	while ((rec = next_rec(s, &i, e, drain_id, &kv))) {
+		if (!strcmp(cluster_jstr(rec, "drain"), drain_id) &&
 		    !strcmp(cluster_jstr(rec, "from"), a->o.name) &&
 		    !strcmp(cluster_jstr(rec, "state"), "queued")) {
-			char *text;
-			json_object_set_new(rec, "state", json_string("cancelled"));
-			json_object_set_new(rec, "reason", json_string("the drain was cancelled "
-								       "(maintenance off)"));
-			json_object_set_new(rec, "finished", json_real(wall_now()));
-			text = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS |
-					       JSON_REAL_PRECISION(15));
-			if (text) {
-				struct store_cmp c = { .key = kv->key, .target = STORE_CMP_MOD,
-						       .result = STORE_EQ, .num = kv->mod_rev };
-				struct store_op put = { .type = STORE_OP_PUT, .key = kv->key,
-							.value = text };
-				bool ok;
-				(void)store_txn(a->st, &c, 1, &put, 1, NULL, 0, &ok, NULL, NULL);
-			}
-			free(text);
+			bool ok;
+			(void)cluster_migration_cancel_queued(a->st, kv, rec, DRAIN_CANCELLED,
+							      wall_now(), &ok, NULL);
 		}
 		json_decref(rec);
 	}
@@ -313,19 +306,19 @@ void drain_reconcile(struct agent *a, const struct snap *s)
 		enqueue(a, s, drain, vm, t.live_failed >= DRAIN_LIVE_TRIES);
 	}
 	/* moved: the drain's completed migrations (of VMs no longer here) */
-	snap_range(s, "/kvmove/migrations/", &b, &e);
-	for (size_t i = b; i < e; i++) {
-		const struct store_kv *kv = &s->l.kvs[i];
+	{
+		size_t i;
 		json_t *rec;
-		const char *st;
 
-		if (!memmem(kv->value, kv->vlen, id, strlen(id)))
-			continue;
-		rec = json_loadb(kv->value, kv->vlen, 0, NULL);
-		st = cluster_jstr(rec, "state");
-		if (json_is_object(rec) && !strcmp(cluster_jstr(rec, "drain"), id)) {
-			const char *vm = cluster_jstr(rec, "vm");
+		snap_range(s, "/kvmove/migrations/", &i, &e);
+		while ((rec = next_rec(s, &i, e, id, NULL))) {
+			const char *st = cluster_jstr(rec, "state"), *vm = cluster_jstr(rec, "vm");
 			bool live = !strcmp(st, "running") || !strcmp(st, "queued");
+
+			if (strcmp(cluster_jstr(rec, "drain"), id)) {
+				json_decref(rec);
+				continue;
+			}
 			if (!strcmp(st, "completed") && !json_object_get(vms, vm)) {
 				moved++;
 			} else if (live && !json_object_get(vms, vm) && cluster_vm_name_ok(vm)) {
@@ -338,8 +331,8 @@ void drain_reconcile(struct agent *a, const struct snap *s)
 				flight = json_pack("{s:s, s:s, s:O?}", "vm", vm, "to",
 						   cluster_jstr(rec, "to"), "progress",
 						   json_object_get(rec, "progress"));
+			json_decref(rec);
 		}
-		json_decref(rec);
 	}
 	rate = drain_rate(s, id);
 	if (rate > 0)

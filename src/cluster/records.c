@@ -9,10 +9,12 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
+#include "cluster/store.h"
 #include "migration/config.h"
 
 static bool lower_alnum(char c)
@@ -180,6 +182,26 @@ static int path_field(json_t *j, const char *what, const char *key, size_t max,
 	return 0;
 }
 
+static const char *const restart_names[] = {
+	[VM_RESTART_NEVER] = "never", [VM_RESTART_ON_FAILURE] = "on-failure",
+	[VM_RESTART_ALWAYS] = "always",
+};
+
+const char *vm_restart_name(enum vm_restart r)
+{
+	return (unsigned)r < 3 ? restart_names[r] : "?";
+}
+
+int vm_restart_parse(const char *s, enum vm_restart *out)
+{
+	for (unsigned i = 0; i < 3; i++)
+		if (s && !strcmp(s, restart_names[i])) {
+			*out = (enum vm_restart)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *out,
 		  struct kv_err *err)
 {
@@ -275,6 +297,12 @@ int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *
 		goto bad;
 	}
 	out->running = !strcmp(s, "running");
+	v = json_object_get(j, "restart");
+	if (v && !json_is_null(v) && vm_restart_parse(json_string_value(v), &out->restart)) {
+		rc = kv_errf(err, EPROTO, "%s: \"restart\" is not never, on-failure or always",
+			     what);
+		goto bad;
+	}
 	out->j = j;
 	return 0;
 bad:
@@ -349,4 +377,27 @@ bool cluster_migration_state_terminal(const char *state)
 {
 	return state && (!strcmp(state, "completed") || !strcmp(state, "failed") ||
 			 !strcmp(state, "cancelled"));
+}
+
+int cluster_migration_cancel_queued(struct kv_store *st, const struct store_kv *kv, json_t *rec,
+				    const char *why, double now, bool *ok, struct kv_err *err)
+{
+	const struct store_cmp cmp = { .key = kv->key, .target = STORE_CMP_MOD,
+				       .result = STORE_EQ, .num = kv->mod_rev };
+	char *text;
+	int rc;
+
+	*ok = false;
+	json_object_set_new(rec, "state", json_string("cancelled"));
+	json_object_set_new(rec, "reason", json_string(why));
+	json_object_set_new(rec, "finished", json_real(now));
+	text = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
+	if (!text)
+		return kv_errf(err, ENOMEM, "out of memory");
+	{
+		const struct store_op put = { .type = STORE_OP_PUT, .key = kv->key, .value = text };
+		rc = store_txn(st, &cmp, 1, &put, 1, NULL, 0, ok, NULL, err);
+	}
+	free(text);
+	return rc;
 }

@@ -48,6 +48,17 @@ double cluster_jbytes(json_t *o, const char *key);
  * replaced by '?': etcd's strings never reach a terminal raw. */
 void cluster_sanitize(char *dst, size_t len, const char *s);
 
+/* A VM's restart policy: never (the default: the VMM's end is reported and
+ * the owner key released), on-failure (a VMM that crashed or exited non-zero
+ * is started again on the same node: a cold boot), always (also after the
+ * guest shut down).  At most CLUSTER_RESTART_MAX restarts per
+ * CLUSTER_RESTART_WINDOW_S, then it is reported failed. */
+enum vm_restart { VM_RESTART_NEVER, VM_RESTART_ON_FAILURE, VM_RESTART_ALWAYS };
+#define CLUSTER_RESTART_MAX 3
+#define CLUSTER_RESTART_WINDOW_S 600
+const char *vm_restart_name(enum vm_restart r);
+int vm_restart_parse(const char *s, enum vm_restart *out);	/* 0 or -EINVAL */
+
 /* A VM definition (/kvmove/vms/VM/spec), checked.  The strings point into
  * j, which the struct owns. */
 struct vm_spec {
@@ -58,6 +69,8 @@ struct vm_spec {
 	size_t ndisks;
 	size_t nnets;				/* "nets": [{"bridge", "mac"?}] */
 	bool running;				/* desired state */
+	enum vm_restart restart;		/* "restart": what its node's agent does
+						 * when the VMM ends on its own */
 };
 
 #define CLUSTER_VM_NETS_MAX 4
@@ -76,5 +89,15 @@ bool cluster_migration_id_ok(const char *s);
 /* A new one for now (UTC) with a random suffix. */
 int cluster_migration_id_new(char *buf, size_t len, struct kv_err *err);
 bool cluster_migration_state_terminal(const char *state);
+
+#define DRAIN_CANCELLED "the drain was cancelled (maintenance off)"
+/* A queued migration record (rec, read at kv) cancelled by a drain's end:
+ * state cancelled, with why, if it is still what was read (a compare on
+ * its revision: the source agent may be starting it).  0 with *ok, or a
+ * store error. */
+struct kv_store;
+struct store_kv;
+int cluster_migration_cancel_queued(struct kv_store *st, const struct store_kv *kv, json_t *rec,
+				    const char *why, double now, bool *ok, struct kv_err *err);
 
 #endif

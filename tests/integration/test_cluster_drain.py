@@ -15,7 +15,9 @@ may open (so no other node reaches it).
   3. all along, the cluster's own timeline of slot keys (etcd's history of
      /kvmove/slots/) never shows more migrations at once on a node than its
      limit (1)
-  4. `maintenance h1 off`: h1 takes VMs again (a VM started on it runs)
+  4. `maintenance h1 off`: h1 takes VMs again (late1 starts there); with
+     pinned1 stopped, `maintenance h1 on --wait` ends drained (exit 0),
+     late1 verified on its new node, and `node show h1` says drained
 
 The drain time is logged next to the sum of the drain's migration times."""
 import os
@@ -149,12 +151,24 @@ def test(h):
     h.log("3. slot timeline: %d events, most held at once per node: %s" % (len(hist), worst))
     check(worst and max(worst.values()) == 1, "more than one slot held at once: %s" % worst)
 
-    # 4. out of maintenance: h1 takes VMs again
+    # 4. out of maintenance: h1 takes VMs again; with pinned1 stopped, a
+    # drain ends "drained"
     c.cli("node", "maintenance", "h1", "off")
     c.vm_create("late1")
     c.cli("vm", "start", "late1", "--on", "h1")
     c.wait_state("late1", "running", "h1")
-    h.log("4. maintenance off: late1 runs on h1")
+    c.cli("vm", "stop", "pinned1")
+    r = c.cli("node", "maintenance", "h1", "on", "--wait", timeout=600)
+    d = r.json
+    check(d.get("state") == "drained" and d.get("moved") == 1 and not d.get("stuck"),
+          "the last drain: %r" % d)
+    node = c.owner("late1")
+    check(node in ("h2", "h3"), "late1 is on %r after the drain" % node)
+    c.wait_verified("late1", node)
+    show = c.cli("node", "show", "h1", js=False).stdout
+    check("drained (1 moved)" in show, "node show h1 after the drain: %s" % show)
+    h.log("4. maintenance off: late1 ran on h1; pinned1 stopped; the drain ended drained, "
+          "late1 verified on %s" % node)
 
 
 kvtest.main(test)
