@@ -58,6 +58,11 @@ static void usage_create(FILE *f)
 	      "                           makes a TAP there and attaches it; repeatable, up\n"
 	      "                           to 4).  The MAC defaults to one derived from the\n"
 	      "                           VM's name, the same on every node\n"
+	      "  -r, --restart POLICY     when its VMM ends on its own: never (the default:\n"
+	      "                           reported, the VM stops), on-failure (a crash or\n"
+	      "                           an error exit: booted again on the same node),\n"
+	      "                           always (also after the guest shut down); at most\n"
+	      "                           3 restarts in 10 minutes\n"
 	      CCLI_HELP_COMMON
 	      "\n"
 	      "exit status:\n"
@@ -169,10 +174,12 @@ static int vm_create(int argc, char **argv)
 		{ "append", required_argument, NULL, 'a' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "net", required_argument, NULL, 'n' },
+		{ "restart", required_argument, NULL, 'r' },
 		CCLI_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ccli c = { .verb = "vm create" };
+	enum vm_restart restart = VM_RESTART_NEVER;
 	const char *kernel = NULL, *initrd = NULL, *append = "", *name;
 	json_t *disks = json_array(), *nets = json_array(), *spec = NULL;
 	uint64_t mem = 0;
@@ -185,7 +192,7 @@ static int vm_create(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:n:e:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:n:r:e:jh", longopts, NULL)) != -1) {
 		if (ccli_common_opt(&c, ch, optarg))
 			continue;
 		switch (ch) {
@@ -234,6 +241,13 @@ static int vm_create(int argc, char **argv)
 			if (add_disk(&c, disks, optarg))
 				goto out;
 			break;
+		case 'r':
+			if (vm_restart_parse(optarg, &restart)) {
+				ccli_msg(&c, "--restart must be never, on-failure or always, not '%s'",
+					 optarg);
+				goto out;
+			}
+			break;
 		case 'h':
 			usage_create(stdout);
 			status = KV_EXIT_OK;
@@ -250,10 +264,11 @@ static int vm_create(int argc, char **argv)
 		ccli_msg(&c, "--mem, --cpus and --kernel are required");
 		goto usage;
 	}
-	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:O, s:s, s:I}", "name", name,
+	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:O, s:s, s:I, s:s}", "name", name,
 			 "mem", (json_int_t)mem, "cpus", (int)cpus, "kernel", kernel,
 			 "initrd", initrd, "append", append, "disks", disks, "nets", nets,
-			 "desired", "stopped", "created", (json_int_t)ccli_wall());
+			 "desired", "stopped", "created", (json_int_t)ccli_wall(), "restart",
+			 vm_restart_name(restart));
 	text = spec ? json_dumps(spec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	if (!text) {
 		ccli_msg(&c, "out of memory");

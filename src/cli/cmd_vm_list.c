@@ -211,6 +211,8 @@ static void show_human(const char *name, json_t *spec, const char *bad, const ch
 			 cluster_jint(spec, "cpus", 0) == 1 ? "" : "s");
 		show_field("size", buf);
 		show_field("desired", cluster_jstr(spec, "desired"));
+		show_field("restart", *cluster_jstr(spec, "restart") ? cluster_jstr(spec, "restart")
+								     : "never");
 	}
 	vm_state(owner, st, state, sizeof(state));
 	if (owner[0] && strncmp(owner, "free:", 5))

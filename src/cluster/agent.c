@@ -309,6 +309,8 @@ int agent_run(const struct agent_options *o, volatile sig_atomic_t *stop, struct
 	a->reach = json_object();
 	a->status = json_object();
 	a->failed = json_object();
+	a->restarts = json_object();
+	a->restart_why = json_object();
 	a->vmcpu = json_object();
 	if (o->kvmove_bin) {
 		snprintf(a->self, sizeof(a->self), "%s", o->kvmove_bin);
@@ -376,6 +378,8 @@ out:
 	json_decref(a->reach);
 	json_decref(a->status);
 	json_decref(a->failed);
+	json_decref(a->restarts);
+	json_decref(a->restart_why);
 	json_decref(a->vmcpu);
 	store_close(a->st);
 	pthread_cond_destroy(&a->cond);

@@ -114,6 +114,8 @@ struct agent {
 	json_t *reach;			/* vm -> last reach verdict written */
 	json_t *status;			/* vm -> last status written */
 	json_t *failed;			/* vm -> owner key revision its VMM died under */
+	json_t *restarts;		/* vm -> [times of restarts by its policy] */
+	json_t *restart_why;		/* vm -> why its running VMM is a restart */
 	json_t *vmcpu;			/* vm -> {cpu-vendor, cpu-features} it booted with */
 	char self[512];			/* /proc/self/exe */
 };

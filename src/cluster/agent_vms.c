@@ -171,6 +171,43 @@ static void exit_reason(struct agent *a, struct lvmm *v, char *buf, size_t len)
 			 WEXITSTATUS(v->status), log);
 }
 
+/*
+ * The VM's restart policy says to boot it again here after its VMM ended
+ * (v, exited)?  A crash or an error exit is a failure; a clean exit (the
+ * guest shut down) only counts for "always"; a VMM adopted after an agent
+ * restart left no status, so its end counts as a failure.  *n: restarts in
+ * the window, this one included; *gave_up: the budget is spent.
+ */
+static bool restart_due(struct agent *a, const char *vm, const struct vm_spec *spec,
+			const struct lvmm *v, unsigned *n, bool *gave_up)
+{
+	bool clean = v->child && WIFEXITED(v->status) && WEXITSTATUS(v->status) == 0;
+	json_t *times = json_object_get(a->restarts, vm), *kept, *t;
+	double now = agent_now();
+	size_t i;
+
+	*n = 0;
+	*gave_up = false;
+	if (spec->restart == VM_RESTART_NEVER ||
+	    (clean && spec->restart != VM_RESTART_ALWAYS))
+		return false;
+	/* the restarts of the last window only */
+	kept = json_array();
+	json_array_foreach(times, i, t)
+		if (now - json_real_value(t) < CLUSTER_RESTART_WINDOW_S)
+			json_array_append(kept, t);
+	if (json_array_size(kept) >= CLUSTER_RESTART_MAX) {
+		*n = (unsigned)json_array_size(kept);
+		*gave_up = true;
+		json_object_set_new(a->restarts, vm, kept);
+		return false;
+	}
+	json_array_append_new(kept, json_real(now));
+	*n = (unsigned)json_array_size(kept);
+	json_object_set_new(a->restarts, vm, kept);
+	return true;
+}
+
 static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 		   const struct vm_spec *spec, struct lvmm *v, int64_t owner_rev)
 {
@@ -197,9 +234,10 @@ static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 	}
 	if (spec->running) {
 		if (!v) {
-			/* a VMM that died is reported, not restarted (that is
-			 * failover's job): the owner key goes with it, and only a
-			 * new `vm start` (a new owner key) runs it again */
+			/* a VMM that died and that its restart policy did not
+			 * boot again (below) was reported: the owner key went with
+			 * it, and only a new `vm start` (a new owner key) runs it
+			 * again */
 			if (json_integer_value(failed) == owner_rev)
 				return;
 			json_object_del(a->vmcpu, vm);	/* a fresh boot: this host's CPU */
@@ -214,18 +252,53 @@ static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 			return;
 		}
 		if (v->exited) {
+			unsigned n;
+			bool gave_up;
+
 			exit_reason(a, v, why, sizeof(why));
 			agent_log(a, "VM %s: %s", vm, why);
+			if (restart_due(a, vm, spec, v, &n, &gave_up)) {
+				char reason[800];
+
+				/* a cold boot here, under the same owner key */
+				lvmm_remove(a, v);
+				json_object_del(a->vmcpu, vm);	/* this host's CPU now */
+				if (!lvmm_start_run(a, vm, spec, &err)) {
+					v = lvmm_find(a, vm);
+					snprintf(reason, sizeof(reason), "restarted (%u of %d in %d s, "
+						 "policy %s) after: %s", n, CLUSTER_RESTART_MAX,
+						 CLUSTER_RESTART_WINDOW_S, vm_restart_name(spec->restart),
+						 why);
+					agent_log(a, "VM %s: %s", vm, reason);
+					/* kept in its status while this VMM runs */
+					json_object_set_new(a->restart_why, vm, json_string(reason));
+					set_status(a, vm, "running", v ? v->pid : 0, reason);
+					return;
+				}
+				snprintf(why, sizeof(why), "%.500s", err.msg);
+				json_object_set_new(a->failed, vm, json_integer(owner_rev));
+				set_status(a, vm, "failed", 0, why);
+				disown(a, vm);
+				return;
+			}
+			if (gave_up) {
+				size_t l = strlen(why);
+				snprintf(why + l, sizeof(why) - l, "; not restarted: %u restarts in the "
+					 "last %d s already", n, CLUSTER_RESTART_WINDOW_S);
+			}
 			json_object_set_new(a->failed, vm, json_integer(owner_rev));
+			json_object_del(a->restart_why, vm);
 			set_status(a, vm, "failed", 0, why);
 			lvmm_remove(a, v);
 			disown(a, vm);
 			return;
 		}
-		set_status(a, vm, "running", v->pid, NULL);
+		set_status(a, vm, "running", v->pid,
+			   json_string_value(json_object_get(a->restart_why, vm)));
 		return;
 	}
 	/* desired stopped */
+	json_object_del(a->restart_why, vm);
 	if (v && !v->exited) {
 		lvmm_stop(a, v, false);
 		set_status(a, vm, "stopping", v->pid, NULL);
@@ -288,6 +361,7 @@ void vms_reconcile(struct agent *a, const struct snap *s)
 				lvmm_stop(a, v, false);
 			json_object_del(a->status, vm);
 			json_object_del(a->vmcpu, vm);
+			json_object_del(a->restart_why, vm);
 		}
 		vm_spec_free(&spec);
 	}

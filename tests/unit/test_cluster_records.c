@@ -160,7 +160,12 @@ static void specs(void **state)
 		"\"mac\":\"zz\"}]}",
 		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"nets\":[{},{},{},{},{}]}",
 		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"nets\":[{\"bridge\":\"../x\"}]}",
+		/* restart policies: an unknown one, a number */
+		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"restart\":\"sometimes\"}",
+		"{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\",\"restart\":1}",
 	};
+	const char *restart = "{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\","
+			      "\"restart\":\"on-failure\"}";
 
 	(void)state;
 	assert_int_equal(vm_spec_parse("web1", good, strlen(good), &s, &err), 0);
@@ -172,6 +177,11 @@ static void specs(void **state)
 	assert_int_equal(s.ndisks, 1);
 	assert_int_equal(s.nnets, 2);
 	assert_true(s.running);
+	assert_int_equal(s.restart, VM_RESTART_NEVER);	/* absent: never */
+	vm_spec_free(&s);
+	assert_int_equal(vm_spec_parse("web1", restart, strlen(restart), &s, &err), 0);
+	assert_int_equal(s.restart, VM_RESTART_ON_FAILURE);
+	assert_string_equal(vm_restart_name(s.restart), "on-failure");
 	vm_spec_free(&s);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(vm_spec_parse("web1", bad[i], strlen(bad[i]), &s, &err), -EPROTO);
