@@ -277,6 +277,7 @@ static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 				}
 				snprintf(why, sizeof(why), "%.500s", err.msg);
 				json_object_set_new(a->failed, vm, json_integer(owner_rev));
+				json_object_del(a->restart_why, vm);
 				set_status(a, vm, "failed", 0, why);
 				disown(a, vm);
 				return;
