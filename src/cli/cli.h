@@ -15,6 +15,7 @@ enum {
 	KV_EXIT_UNREACHABLE = 5,	/* could not reach the VMM / peer */
 	KV_EXIT_INDETERMINATE = 6,	/* migrate: who runs the VM is unknown */
 	KV_EXIT_POSTCOPY_PAUSED = 7,	/* migrate: post-copy lost its link; resume it */
+	KV_EXIT_FENCED = 8,	/* run: ended its VM, its node's lease unconfirmed */
 };
 
 /* kvmove run [options]: one VMM process for one VM. */

@@ -150,6 +150,11 @@ int cmd_agent(int argc, char **argv)
 				fprintf(stderr, "kvmove agent: bad number '%s'\n", optarg);
 				return KV_EXIT_USAGE;
 			}
+			if (c == 't' && v < 3) {
+				fprintf(stderr, "kvmove agent: --lease-ttl must be at least 3 s (a VMM "
+					"must be able to fence its VM before the lease expires)\n");
+				return KV_EXIT_USAGE;
+			}
 			if (c == 'c')
 				o.cpus = (unsigned)v;
 			else if (c == 't')

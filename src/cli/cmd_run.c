@@ -9,9 +9,13 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cluster/fence.h"
+
 #include "core/mem.h"
 #include "migration/config.h"
 #include "vmm/vmm.h"
+
+_Static_assert(KV_EXIT_FENCED == FENCE_EXIT_STATUS, "run's exit status when fenced");
 
 static void usage(FILE *f)
 {
@@ -50,6 +54,10 @@ static void usage(FILE *f)
 	      "                       while its owner key in etcd names this node, and a\n"
 	      "                       migration hands it over by compare-and-swap on that\n"
 	      "                       key (docs/CLUSTER.md).  The agent passes these\n"
+	      "  --fence-lease ID     ... and the VM runs only while this etcd lease (its\n"
+	      "                       agent's) lives: unconfirmed for about its TTL, the\n"
+	      "                       VMM ends the VM and exits with status 8, so that the\n"
+	      "                       cluster may boot it elsewhere (failover)\n"
 	      "  --tls-psk FILE       migrate over TLS 1.3 with this pre-shared key file\n"
 	      "                       (QEMU's keys.psk format; 'kvmove keygen' makes one)\n"
 	      "  --tls-creds DIR      migrate over TLS 1.3 with x509 credentials in DIR\n"
@@ -213,6 +221,7 @@ int cmd_run(int argc, char **argv)
 		{ "lock", required_argument, NULL, 'L' },
 		{ "etcd", required_argument, NULL, 'e' },
 		{ "node", required_argument, NULL, 'o' },
+		{ "fence-lease", required_argument, NULL, 'F' },
 		{ "incoming", required_argument, NULL, 'I' },
 		{ "restore", required_argument, NULL, 'R' },
 		{ "max-mem", required_argument, NULL, 'X' },
@@ -268,6 +277,13 @@ int cmd_run(int argc, char **argv)
 		case 'L': o.lock = optarg; break;
 		case 'e': o.etcd = optarg; break;
 		case 'o': o.node = optarg; break;
+		case 'F':
+			if (fence_lease_parse(optarg, &o.fence_lease)) {
+				fprintf(stderr, "kvmove run: --fence-lease must be an etcd lease ID "
+					"(decimal or 0x hex), not '%s'\n", optarg);
+				return KV_EXIT_USAGE;
+			}
+			break;
 		case 'I': o.incoming = optarg; break;
 		case 'R': o.restore = optarg; break;
 		case 'D':
@@ -374,6 +390,11 @@ int cmd_run(int argc, char **argv)
 	if (!!o.etcd != !!o.node) {
 		fprintf(stderr, "kvmove run: --etcd and --node go together (a cluster VM: "
 			"its owner key names the node that may run it)\n");
+		return KV_EXIT_USAGE;
+	}
+	if (o.fence_lease && !o.etcd) {
+		fprintf(stderr, "kvmove run: --fence-lease needs --etcd and --node (the lease is "
+			"in that cluster's etcd)\n");
 		return KV_EXIT_USAGE;
 	}
 	if (o.incoming && !o.allow.expect) {

@@ -62,7 +62,13 @@ static void usage_create(FILE *f)
 	      "                           reported, the VM stops), on-failure (a crash or\n"
 	      "                           an error exit: booted again on the same node),\n"
 	      "                           always (also after the guest shut down); at most\n"
-	      "                           3 restarts in 10 minutes\n"
+	      "                           3 restarts in 10 minutes.  With on-failure or\n"
+	      "                           always the VM is highly available: when its node\n"
+	      "                           dies it boots on another (failover), and its VMM\n"
+	      "                           stops it if its node loses the cluster (fencing)\n"
+	      "  -p, --priority high|medium|low\n"
+	      "                           failover order: a dead node's VMs boot elsewhere\n"
+	      "                           high first (default: medium)\n"
 	      CCLI_HELP_COMMON
 	      "\n"
 	      "exit status:\n"
@@ -175,11 +181,13 @@ static int vm_create(int argc, char **argv)
 		{ "disk", required_argument, NULL, 'd' },
 		{ "net", required_argument, NULL, 'n' },
 		{ "restart", required_argument, NULL, 'r' },
+		{ "priority", required_argument, NULL, 'p' },
 		CCLI_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ccli c = { .verb = "vm create" };
 	enum vm_restart restart = VM_RESTART_NEVER;
+	enum vm_priority prio = VM_PRIORITY_MEDIUM;
 	const char *kernel = NULL, *initrd = NULL, *append = "", *name;
 	json_t *disks = json_array(), *nets = json_array(), *spec = NULL;
 	uint64_t mem = 0;
@@ -192,7 +200,7 @@ static int vm_create(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:n:r:e:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:n:r:p:e:jh", longopts, NULL)) != -1) {
 		if (ccli_common_opt(&c, ch, optarg))
 			continue;
 		switch (ch) {
@@ -248,6 +256,13 @@ static int vm_create(int argc, char **argv)
 				goto out;
 			}
 			break;
+		case 'p':
+			if (vm_priority_parse(optarg, &prio)) {
+				ccli_msg(&c, "--priority must be high, medium or low, not '%s'",
+					 optarg);
+				goto out;
+			}
+			break;
 		case 'h':
 			usage_create(stdout);
 			status = KV_EXIT_OK;
@@ -264,11 +279,11 @@ static int vm_create(int argc, char **argv)
 		ccli_msg(&c, "--mem, --cpus and --kernel are required");
 		goto usage;
 	}
-	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:O, s:s, s:I, s:s}", "name", name,
+	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:O, s:s, s:I, s:s, s:s}", "name", name,
 			 "mem", (json_int_t)mem, "cpus", (int)cpus, "kernel", kernel,
 			 "initrd", initrd, "append", append, "disks", disks, "nets", nets,
 			 "desired", "stopped", "created", (json_int_t)ccli_wall(), "restart",
-			 vm_restart_name(restart));
+			 vm_restart_name(restart), "priority", vm_priority_name(prio));
 	text = spec ? json_dumps(spec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	if (!text) {
 		ccli_msg(&c, "out of memory");

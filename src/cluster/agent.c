@@ -47,6 +47,14 @@ void agent_log(struct agent *a, const char *fmt, ...)
 		msg);
 }
 
+double agent_wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 int64_t agent_lease(struct agent *a)
 {
 	int64_t l;
@@ -151,7 +159,9 @@ static void *keepalive(void *arg)
 		} else if (r && !warned) {
 			warned = true;
 			pthread_mutex_unlock(&a->mu);
-			agent_log(a, "cannot renew the lease (%s); the VMs keep running", err.msg);
+			agent_log(a, "cannot renew the lease (%s); VMs with a restart policy end "
+				  "before it can expire (their VMMs fence), the others keep running",
+				  err.msg);
 			pthread_mutex_lock(&a->mu);
 		} else if (!r && warned) {
 			warned = false;
@@ -210,7 +220,7 @@ static bool starts_with(const char *s, const char *p)
  * migration's progress elsewhere) is most of the cluster's work.  Wanted:
  * VM definitions and owners, migrations from here, freed slots (our queue
  * may go on), requests to and answers for incoming VMMs, our settings and
- * our drain.  A
+ * our drain, nodes that died.  A
  * pass also runs at least every 2 s (300 ms while a migration runs), so a
  * change judged wrongly here is late, never lost.
  */
@@ -232,6 +242,8 @@ static bool relevant(const char *key, const char *value, size_t vlen, void *opaq
 		return true;
 	if (starts_with(key, "/kvmove/slots/"))
 		return vlen == 0;	/* freed */
+	if (starts_with(key, "/kvmove/nodes/"))
+		return vlen == 0;	/* a node died: failover */
 	if (starts_with(key, "/kvmove/vms/")) {
 		const char *slash = strrchr(key, '/');
 		return slash && (!strcmp(slash, "/spec") || !strcmp(slash, "/owner"));
@@ -276,6 +288,7 @@ static int pass(struct agent *a, int64_t *rev, bool *unreachable)
 	vms_reconcile(a, &s);
 	drain_reconcile(a, &s);	/* what it queues starts next pass */
 	mig_reconcile(a, &s);
+	failover_reconcile(a, &s);	/* what it takes starts next pass */
 	publish(a, &s);
 	*rev = s.l.rev;
 	store_list_free(&s.l);

@@ -36,14 +36,6 @@
 #define DRAIN_LIVE_TRIES 2	/* failed live migrations before a VM is stuck */
 #define DRAIN_MAX_VMS 512
 
-static double wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /*
  * The migration records whose value mentions needle (a VM's name, a
  * drain's id: a cheap filter before parsing), one per call from *i on:
@@ -147,7 +139,7 @@ static void enqueue(struct agent *a, const struct snap *s, json_t *drain, const 
 			"id", id, "vm", vm, "from", a->o.name, "requested-to", "to", "quick", quick,
 			"downtime-ms", 300, "policy", "state", "queued", "reason",
 			"queued by the drain of this node", "network", "attempts", "progress",
-			"stats", "requested", wall_now(), "started", "finished",
+			"stats", "requested", agent_wall(), "started", "finished",
 			"drain", cluster_jstr(drain, "id"));
 	text = rec ? json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15))
 		   : NULL;
@@ -230,7 +222,7 @@ static void drop_cancelled(struct agent *a, const struct snap *s, const char *dr
 		    !strcmp(cluster_jstr(rec, "state"), "queued")) {
 			bool ok;
 			(void)cluster_migration_cancel_queued(a->st, kv, rec, DRAIN_CANCELLED,
-							      wall_now(), &ok, NULL);
+							      agent_wall(), &ok, NULL);
 		}
 		json_decref(rec);
 	}
@@ -258,7 +250,7 @@ void drain_reconcile(struct agent *a, const struct snap *s)
 	/* a drain only runs while the node is in maintenance */
 	if (!strcmp(state, "draining") && !cluster_jbool(cfg, "maintenance", false)) {
 		json_object_set_new(drain, "state", json_string("cancelled"));
-		json_object_set_new(drain, "finished", json_real(wall_now()));
+		json_object_set_new(drain, "finished", json_real(agent_wall()));
 		put_drain(a, dkv, drain);
 		goto out;
 	}
@@ -350,10 +342,10 @@ void drain_reconcile(struct agent *a, const struct snap *s)
 						    : json_null());
 	if (!remaining) {
 		json_object_set_new(drain, "state", json_string("drained"));
-		json_object_set_new(drain, "finished", json_real(wall_now()));
+		json_object_set_new(drain, "finished", json_real(agent_wall()));
 	} else if (json_object_size(json_object_get(drain, "stuck")) == remaining) {
 		json_object_set_new(drain, "state", json_string("drain-incomplete"));
-		json_object_set_new(drain, "finished", json_real(wall_now()));
+		json_object_set_new(drain, "finished", json_real(agent_wall()));
 	}
 	changed = !json_equal(old, drain);
 	json_decref(old);

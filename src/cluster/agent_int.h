@@ -7,6 +7,7 @@
  *   agent_vms.c   the VMs this node owns: run what should run, report
  *   agent_mig.c   migrations: queue, slots, placement, incoming, progress
  *   agent_drain.c maintenance: move every VM away, report the drain
+ *   agent_failover.c  a dead node's VMs: boot them here, never twice
  */
 #ifndef KVMOVE_CLUSTER_AGENT_INT_H
 #define KVMOVE_CLUSTER_AGENT_INT_H
@@ -120,7 +121,8 @@ struct agent {
 	char self[512];			/* /proc/self/exe */
 };
 
-double agent_now(void);
+double agent_now(void);	/* CLOCK_MONOTONIC seconds */
+double agent_wall(void);	/* seconds since the epoch, for records */
 int64_t agent_lease(struct agent *a);
 void agent_log(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* put key = JSON (stolen); lease-bound when lease */
@@ -159,6 +161,12 @@ json_t *vms_node_record(struct agent *a, const struct snap *s);
 void mig_reconcile(struct agent *a, const struct snap *s);
 void incoming_reconcile(struct agent *a, const struct snap *s);
 bool mig_busy(struct agent *a);	/* something to poll soon */
+struct nodeset;
+/* placement input for vm from the snapshot (cluster/nodeset.h) */
+int mig_nodeset(struct nodeset *ns, const struct snap *s, const char *vm, struct kv_err *err);
+
+/* agent_failover.c */
+void failover_reconcile(struct agent *a, const struct snap *s);
 
 /* agent_drain.c */
 void drain_reconcile(struct agent *a, const struct snap *s);

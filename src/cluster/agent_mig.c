@@ -39,14 +39,6 @@
 #define PROGRESS_EVERY_S 1.0
 #define MAX_NODES 256
 
-static double wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int put_rec(struct agent *a, json_t *rec)
 {
 	char key[KEY_MAX_LEN];
@@ -107,7 +99,7 @@ static void finish(struct agent *a, struct smig *m, json_t *rec, const char *sta
 		json_object_set_new(rec, "state", json_string(state));
 		if (reason)
 			json_object_set_new(rec, "reason", json_string(reason));
-		json_object_set_new(rec, "finished", json_real(wall_now()));
+		json_object_set_new(rec, "finished", json_real(agent_wall()));
 		if (m && m->attempts)
 			json_object_set(rec, "attempts", m->attempts);
 		put_rec(a, rec);
@@ -155,8 +147,7 @@ static struct store_list view(const struct snap *s, const char *prefix)
 	return l;
 }
 
-static int nodes_for(struct nodeset *ns, const struct snap *s, const char *vm,
-		     struct kv_err *err)
+int mig_nodeset(struct nodeset *ns, const struct snap *s, const char *vm, struct kv_err *err)
 {
 	char prefix[KEY_MAX_LEN];
 	struct store_list nodes = view(s, "/kvmove/nodes/"), cfgs = view(s, "/kvmove/nodecfg/"),
@@ -275,7 +266,7 @@ static void start_queued(struct agent *a, const struct snap *s, json_t *rec, int
 		pv.nfeatures = features(json_object_get(status, "cpu-features"), vfeat, 512);
 		pv.features = vfeat;
 	}
-	if (nodes_for(&ns, s, vm, &err) || !(verdicts = calloc(ns.n + 1, sizeof(*verdicts)))) {
+	if (mig_nodeset(&ns, s, vm, &err) || !(verdicts = calloc(ns.n + 1, sizeof(*verdicts)))) {
 		agent_log(a, "placement of %s: %s", vm, err.msg);
 		goto out;
 	}
@@ -332,7 +323,7 @@ static void start_queued(struct agent *a, const struct snap *s, json_t *rec, int
 	json_object_set_new(rec, "state", json_string("running"));
 	json_object_set_new(rec, "to", json_string(m->to));
 	json_object_set_new(rec, "reason", json_string(""));
-	json_object_set_new(rec, "started", json_real(wall_now()));
+	json_object_set_new(rec, "started", json_real(agent_wall()));
 	{
 		char *txt = json_dumps(rec, JSON_COMPACT);
 		int64_t lease = agent_lease(a);
@@ -428,7 +419,7 @@ static void start_migrate(struct agent *a, struct smig *m, json_t *rec, const ch
 	}
 	json_object_set_new(rec, "network", json_string(m->nets[m->net]));
 	/* when the VMM was told (bench/cluster_scale.py: request to first byte) */
-	json_object_set_new(rec, "issued", json_real(wall_now()));
+	json_object_set_new(rec, "issued", json_real(agent_wall()));
 	put_rec(a, rec);
 	if (lvmm_exec(a, m->vm, "migrate", args, NULL, &err)) {
 		json_decref(args);

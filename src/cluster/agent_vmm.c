@@ -105,10 +105,18 @@ static pid_t spawn(struct agent *a, const char *vm, char *const argv[], struct k
 	return pid;
 }
 
-static int add_common(struct agent *a, const char *vm, char **av, unsigned *n, char *bufs,
-		      size_t blen)
+/* A VM the cluster restarts elsewhere when its node dies (restart policy
+ * on-failure or always) runs only while our lease lives (cluster/fence.h):
+ * its VMM ends it when it cannot confirm the lease, agent or no agent. */
+static bool fenced(const struct vm_spec *spec)
 {
-	/* bufs: three 512-byte strings (console, control, etcd endpoints) */
+	return spec->restart != VM_RESTART_NEVER;
+}
+
+static int add_common(struct agent *a, const char *vm, const struct vm_spec *spec, char **av,
+		      unsigned *n, char *bufs, size_t blen)
+{
+	/* bufs: three 512-byte strings (console, control, lease) */
 	lvmm_sock(a, vm, "console", bufs, 512);
 	lvmm_sock(a, vm, "sock", bufs + 512, 512);
 	av[(*n)++] = "--console";
@@ -119,6 +127,11 @@ static int add_common(struct agent *a, const char *vm, char **av, unsigned *n, c
 	av[(*n)++] = (char *)store_endpoints(a->st);
 	av[(*n)++] = "--node";
 	av[(*n)++] = (char *)a->o.name;
+	if (fenced(spec)) {
+		snprintf(bufs + 1024, 512, "%lld", (long long)agent_lease(a));
+		av[(*n)++] = "--fence-lease";
+		av[(*n)++] = bufs + 1024;
+	}
 	if (a->o.tls_psk) {
 		av[(*n)++] = "--tls-psk";
 		av[(*n)++] = (char *)a->o.tls_psk;
@@ -186,7 +199,7 @@ int lvmm_start_run(struct agent *a, const char *vm, const struct vm_spec *spec,
 		av[n++] = "--disk";
 		av[n++] = dbuf[nd++];
 	}
-	add_common(a, vm, av, &n, bufs, sizeof(bufs));
+	add_common(a, vm, spec, av, &n, bufs, sizeof(bufs));
 	av[n] = NULL;
 	pid = spawn(a, vm, av, err);
 	if (pid < 0)
@@ -226,7 +239,7 @@ int lvmm_start_incoming(struct agent *a, const char *vm, const struct vm_spec *s
 		av[n++] = (char *)a->o.quick_dir;
 	}
 	net_args(vm, spec->j, true, av, &n, nbufs);
-	add_common(a, vm, av, &n, bufs, sizeof(bufs));
+	add_common(a, vm, spec, av, &n, bufs, sizeof(bufs));
 	av[n] = NULL;
 	pid = spawn(a, vm, av, err);
 	if (pid < 0)

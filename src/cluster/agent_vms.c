@@ -15,6 +15,7 @@
 
 #include "cluster/agent_int.h"
 #include "cluster/arbiter_etcd.h"
+#include "cluster/fence.h"
 #include "cluster/records.h"
 
 /* Is path inside one of the directories this node's storage allows? */
@@ -163,6 +164,9 @@ static void exit_reason(struct agent *a, struct lvmm *v, char *buf, size_t len)
 	lvmm_sock(a, v->vm, "log", log, sizeof(log));
 	if (!v->child)
 		snprintf(buf, len, "its VMM (pid %d) exited (log: %s)", (int)v->pid, log);
+	else if (WIFEXITED(v->status) && WEXITSTATUS(v->status) == FENCE_EXIT_STATUS)
+		snprintf(buf, len, "its VMM fenced itself: this node's lease could not be "
+			 "confirmed in time (log: %s)", log);
 	else if (WIFSIGNALED(v->status))
 		snprintf(buf, len, "its VMM was killed by signal %d (log: %s)",
 			 WTERMSIG(v->status), log);
@@ -248,7 +252,9 @@ static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 				return;
 			}
 			v = lvmm_find(a, vm);
-			set_status(a, vm, "running", v ? v->pid : 0, NULL);
+			/* a failover's reason, when it brought the VM here */
+			set_status(a, vm, "running", v ? v->pid : 0,
+				   json_string_value(json_object_get(a->restart_why, vm)));
 			return;
 		}
 		if (v->exited) {

@@ -202,6 +202,25 @@ int vm_restart_parse(const char *s, enum vm_restart *out)
 	return -EINVAL;
 }
 
+static const char *const priority_names[] = {
+	[VM_PRIORITY_LOW] = "low", [VM_PRIORITY_MEDIUM] = "medium", [VM_PRIORITY_HIGH] = "high",
+};
+
+const char *vm_priority_name(enum vm_priority p)
+{
+	return (unsigned)p < 3 ? priority_names[p] : "?";
+}
+
+int vm_priority_parse(const char *s, enum vm_priority *out)
+{
+	for (unsigned i = 0; i < 3; i++)
+		if (s && !strcmp(s, priority_names[i])) {
+			*out = (enum vm_priority)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *out,
 		  struct kv_err *err)
 {
@@ -301,6 +320,12 @@ int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *
 	if (v && !json_is_null(v) && vm_restart_parse(json_string_value(v), &out->restart)) {
 		rc = kv_errf(err, EPROTO, "%s: \"restart\" is not never, on-failure or always",
 			     what);
+		goto bad;
+	}
+	out->priority = VM_PRIORITY_MEDIUM;
+	v = json_object_get(j, "priority");
+	if (v && !json_is_null(v) && vm_priority_parse(json_string_value(v), &out->priority)) {
+		rc = kv_errf(err, EPROTO, "%s: \"priority\" is not high, medium or low", what);
 		goto bad;
 	}
 	out->j = j;

@@ -59,6 +59,12 @@ enum vm_restart { VM_RESTART_NEVER, VM_RESTART_ON_FAILURE, VM_RESTART_ALWAYS };
 const char *vm_restart_name(enum vm_restart r);
 int vm_restart_parse(const char *s, enum vm_restart *out);	/* 0 or -EINVAL */
 
+/* Failover order: a dead node's VMs are booted elsewhere high first (then
+ * by name).  "priority" in the definition; medium when absent. */
+enum vm_priority { VM_PRIORITY_LOW, VM_PRIORITY_MEDIUM, VM_PRIORITY_HIGH };
+const char *vm_priority_name(enum vm_priority p);
+int vm_priority_parse(const char *s, enum vm_priority *out);	/* 0 or -EINVAL */
+
 /* A VM definition (/kvmove/vms/VM/spec), checked.  The strings point into
  * j, which the struct owns. */
 struct vm_spec {
@@ -71,6 +77,7 @@ struct vm_spec {
 	bool running;				/* desired state */
 	enum vm_restart restart;		/* "restart": what its node's agent does
 						 * when the VMM ends on its own */
+	enum vm_priority priority;		/* "priority": failover order */
 };
 
 #define CLUSTER_VM_NETS_MAX 4

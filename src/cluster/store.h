@@ -91,6 +91,10 @@ int store_txn(struct kv_store *st, const struct store_cmp *cmps, size_t ncmp,
 int store_lease_grant(struct kv_store *st, int ttl_s, int64_t *id, struct kv_err *err);
 int store_lease_keepalive(struct kv_store *st, int64_t id, int *ttl_left, struct kv_err *err);
 int store_lease_revoke(struct kv_store *st, int64_t id, struct kv_err *err);
+/* Seconds left (rounded down) of a lease, and the TTL it was granted with
+ * (granted may be NULL); -ENOENT once it expired. */
+int store_lease_ttl(struct kv_store *st, int64_t id, int *ttl_left, int *granted,
+		    struct kv_err *err);
 
 /*
  * Wait until some key under prefix changes at or after revision start_rev

@@ -510,6 +510,45 @@ int store_lease_keepalive(struct kv_store *st, int64_t id, int *ttl_left, struct
 	return 0;
 }
 
+/* LeaseTimeToLive: the leader's lessor answers (a follower forwards it), so
+ * the TTL is what decides when the lease's keys go. */
+int store_lease_ttl(struct kv_store *st, int64_t id, int *ttl_left, int *granted,
+		    struct kv_err *err)
+{
+	json_t *req, *resp = NULL, *e;
+	int64_t ttl, gttl = 0;
+	int rc;
+
+	*ttl_left = 0;
+	if (granted)
+		*granted = 0;
+	if (id <= 0)
+		return kv_errf(err, EINVAL, "etcd lease time-to-live: no lease");
+	req = lease_request(id);
+	rc = store_call(st, "/v3/lease/timetolive", req, 0, &resp, NULL, err);
+	json_decref(req);
+	if (rc)
+		return rc;
+	e = json_object_get(resp, "error");
+	if (json_is_string(e) && json_string_length(e)) {
+		char msg[256];
+		store_sanitize(msg, sizeof(msg), json_string_value(e), json_string_length(e));
+		json_decref(resp);
+		return kv_errf(err, EIO, "etcd at %s: lease time-to-live: %s", st->endpoints, msg);
+	}
+	rc = store_json_i64(resp, "TTL", &ttl) ?: store_json_i64(resp, "grantedTTL", &gttl);
+	json_decref(resp);
+	if (rc)
+		return proto_err(st, err, rc, "a lease time-to-live");
+	if (granted)
+		*granted = gttl < 0 ? 0 : gttl > INT_MAX ? INT_MAX : (int)gttl;
+	if (ttl <= 0)
+		return kv_errf(err, ENOENT, "etcd lease %" PRIx64 " expired or unknown",
+			       (uint64_t)id);
+	*ttl_left = ttl > INT_MAX ? INT_MAX : (int)ttl;
+	return 0;
+}
+
 int store_lease_revoke(struct kv_store *st, int64_t id, struct kv_err *err)
 {
 	json_t *req, *resp = NULL;

@@ -32,6 +32,7 @@
 #include "migration/migration.h"
 #include "migration/arbiter.h"
 #include "cluster/arbiter_etcd.h"
+#include "cluster/fence.h"
 
 #define KERNEL_MAX (512u << 20)
 #define INITRD_MAX (2048u << 20)
@@ -277,6 +278,19 @@ static int setup_lock(struct vmm *vmm, struct kv_err *err)
 	return 0;
 }
 
+/* The node's lease could not be confirmed: end the VM now, before the
+ * cluster may boot it elsewhere.  _exit: no teardown that could block (the
+ * kernel drops the disk locks with the process). */
+static void fenced(void *opaque, const char *why)
+{
+	struct vmm *vmm = opaque;
+	const char *name = vmm->opts.incoming || vmm->opts.restore ? vmm->opts.allow.expect
+								    : vmm->opts.name;
+
+	fprintf(stderr, "kvmove: %s: FENCED: %s; the VM ends now\n", name ? name : "vm", why);
+	_exit(FENCE_EXIT_STATUS);
+}
+
 int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *err)
 {
 	struct vmm *vmm;
@@ -310,6 +324,12 @@ int vmm_create(struct vmm **out, const struct vmm_options *opts, struct kv_err *
 	if ((opts->incoming || opts->restore) && !opts->no_sandbox &&
 	    (r = sandbox_enter(opts->allow.ntaps > 0, err))) {
 		kv_err_prefix(err, r, "sandbox");
+		goto fail;
+	}
+	/* after the sandbox: its threads are confined too */
+	if (opts->fence_lease && (r = fence_start(&vmm->fence, opts->etcd, opts->fence_lease,
+						  fenced, vmm, err))) {
+		kv_err_prefix(err, r, "fencing");
 		goto fail;
 	}
 	if (opts->incoming && !strcmp(opts->incoming, "defer") &&
@@ -690,6 +710,8 @@ void vmm_destroy(struct vmm *vmm)
 	ctl_server_destroy(vmm->ctl);
 	vmm->ctl = NULL;
 	vm_destroy(vmm->vm);
+	fence_stop(vmm->fence);
+	vmm->fence = NULL;
 	if (vmm->arb) {
 		arbiter_destroy(vmm->arb);
 		vmm->arb = NULL;

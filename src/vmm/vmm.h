@@ -40,6 +40,7 @@ struct vmm_options {
 	const char *lock;	/* per-VM lock file on shared storage */
 	const char *etcd;	/* --etcd: a cluster VM; its owner key decides who runs it */
 	const char *node;	/* --node: this host's name in that cluster */
+	int64_t fence_lease;	/* --fence-lease: run only while this lease lives */
 	uint64_t max_mem;	/* incoming: refuse bigger VMs (0 = free RAM) */
 	unsigned max_vcpus;	/* incoming: refuse more vCPUs (0 = KVM's limit) */
 	/* incoming and restore: what the VM is and may use (--expect,
@@ -68,6 +69,7 @@ struct vmm {
 	int input_fd;		/* where guest input comes from, or -1 */
 	int signal_fd;
 	struct arbiter *arb;	/* who may run the VM: etcd, lock file (NULL: neither) */
+	struct fence *fence;	/* --fence-lease (cluster/fence.h), or NULL */
 	pthread_mutex_t mig_lock;	/* guards mig: commands vs. teardown */
 	struct migration *mig;	/* the last outgoing migration */
 	struct incoming_job *inc;	/* the incoming migration (or restore) */

@@ -38,6 +38,7 @@
 
 #include "cluster/store.h"
 #include "cluster/store_b64.h"
+#include "cluster/fence.h"
 
 #define ETCD_BIN "/usr/bin/etcd"
 
@@ -470,6 +471,9 @@ static void test_lease(void **state)
 	store_kv_free(&kv);
 	assert_int_equal(store_lease_keepalive(f->st, id, &ttl, &err), 0);
 	assert_true(ttl > 0 && ttl <= 10);
+	ttl = 0;
+	assert_int_equal(store_lease_ttl(f->st, id, &ttl, NULL, &err), 0);
+	assert_true(ttl > 0 && ttl <= 10);
 	/* a transaction's put may carry the lease too */
 	{
 		struct store_op op = { .type = STORE_OP_PUT, .key = "/l/slot", .value = "m1",
@@ -486,6 +490,8 @@ static void test_lease(void **state)
 	assert_int_equal(store_lease_keepalive(f->st, id, &ttl, &err), -ENOENT);
 	assert_true(err.msg[0]);
 	assert_int_equal(store_lease_revoke(f->st, id, &err), -ENOENT);
+	assert_int_equal(store_lease_ttl(f->st, id, &ttl, NULL, &err), -ENOENT);
+	assert_int_equal(ttl, 0);
 
 	/* a put with a lease that does not exist is etcd's error */
 	err.msg[0] = '\0';
@@ -1014,6 +1020,90 @@ static void test_codec(void **state)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* fence.h: a VMM's self-fencing against a real lease                  */
+/* ------------------------------------------------------------------ */
+
+struct fired {
+	atomic_int n;
+	char why[300];
+};
+
+static void on_fire(void *opaque, const char *why)
+{
+	struct fired *fd = opaque;
+
+	snprintf(fd->why, sizeof(fd->why), "%s", why);
+	atomic_fetch_add(&fd->n, 1);
+}
+
+static void test_fence(void **state)
+{
+	struct fx *f = *state;
+	struct kv_err err = { "" };
+	struct fired fd = { 0 };
+	struct fence *fe = NULL;
+	int64_t id = 0, parsed = 0;
+	uint64_t t0;
+
+	/* the pure parts */
+	assert_true(fence_deadline(100.0, 5) == 100.0 + 5 - FENCE_MARGIN_S);
+	assert_true(fence_period(6) == 0.75);
+	assert_true(fence_period(60) == FENCE_PERIOD_S);
+	assert_true(fence_period(1) == FENCE_PERIOD_MIN_S);
+	assert_true(fence_period(0) == FENCE_PERIOD_S);
+	assert_int_equal(fence_lease_parse("7587890123456789", &parsed), 0);
+	assert_true(parsed == 7587890123456789LL);
+	assert_int_equal(fence_lease_parse("0x10", &parsed), 0);
+	assert_true(parsed == 16);
+	for (const char *bad[] = { "", "0", "-5", "12x", "0x", "99999999999999999999", NULL },
+	     **b = bad; *b; b++)
+		assert_int_equal(fence_lease_parse(*b, &parsed), -EINVAL);
+
+	/* a lease that lives: nothing fires while it is renewed (every TTL/3,
+	 * as the agent does) */
+	assert_int_equal(store_lease_grant(f->st, 5, &id, &err), 0);
+	assert_int_equal(fence_start(&fe, f->good, id, on_fire, &fd, &err), 0);
+	for (int i = 0; i < 5; i++) {
+		int ttl;
+		sleep_ms(1667);
+		assert_int_equal(store_lease_keepalive(f->st, id, &ttl, &err), 0);
+	}
+	assert_int_equal(atomic_load(&fd.n), 0);
+	/* revoked (as an expiry would): it fires within a period or so */
+	assert_int_equal(store_lease_revoke(f->st, id, &err), 0);
+	t0 = now_ms();
+	while (!atomic_load(&fd.n) && now_ms() - t0 < 5000)
+		sleep_ms(50);
+	assert_int_equal(atomic_load(&fd.n), 1);
+	assert_non_null(strstr(fd.why, "expired"));
+	fence_stop(fe);
+
+	/* a lease no longer renewed fires before etcd lets it expire: the
+	 * watchdog's deadline, or the prober seeing it gone */
+	memset(&fd, 0, sizeof(fd));
+	assert_int_equal(store_lease_grant(f->st, 3, &id, &err), 0);
+	t0 = now_ms();
+	assert_int_equal(fence_start(&fe, f->good, id, on_fire, &fd, &err), 0);
+	while (!atomic_load(&fd.n) && now_ms() - t0 < 8000)
+		sleep_ms(20);
+	assert_int_equal(atomic_load(&fd.n), 1);
+	{
+		int ttl = 0;
+		/* fired while etcd still held the lease */
+		assert_int_equal(store_lease_ttl(f->st, id, &ttl, NULL, &err), 0);
+		assert_true(ttl >= 0);
+	}
+	fence_stop(fe);
+	(void)store_lease_revoke(f->st, id, &err);
+
+	/* a lease that is gone, or no etcd: the VM does not start */
+	assert_int_equal(fence_start(&fe, f->good, id, on_fire, &fd, &err), -ENOENT);
+	assert_null(fe);
+	assert_int_not_equal(fence_start(&fe, f->dead, 12345, on_fire, &fd, &err), 0);
+	assert_null(fe);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1025,6 +1115,7 @@ int main(void)
 		cmocka_unit_test(test_txn),
 		cmocka_unit_test(test_lease),
 		cmocka_unit_test(test_lease_expires),
+		cmocka_unit_test(test_fence),
 		cmocka_unit_test(test_watch),
 		cmocka_unit_test(test_failover),
 		cmocka_unit_test(test_unreachable),

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Failover: a dead node's VMs boot on the others, never twice (three
+namespace hosts, a real etcd of three members, real agents, verifying
+guests with disks on shared storage).
+
+  web1 (restart on-failure, priority high, a disk), db1 (restart always, a
+  disk) and scratch (restart never, no disk) run on h1.
+
+  1. The whole node dies: SIGKILL its agent and its VMMs.  While a stray
+     process holds a lock on db1's disk, db1 is reported "fencing" and not
+     started; web1 boots on another node at once (lease TTL + boot).  The
+     lock gone, db1 boots too.  Both guests verify their memory and their
+     disk (DISK OK on a disk the dead node's guest formatted).  scratch
+     (restart never) is reported node-down and stays where it was.
+  2. h1's agent comes back: it runs neither web1 nor db1.
+  3. The node running web1 is cut off (its links down; its agent alive):
+     its VMMs fence themselves (exit status 8) before its lease expires;
+     web1 boots elsewhere and verifies; once the links are back, that node
+     never runs web1 again.
+  Throughout, a sampler reads the disk locks of every VMM process every
+  20 ms (/proc/PID/fdinfo): at no instant do two VMMs hold the same disk.
+
+The times from node death (and from the cut) to the VMs running elsewhere
+are printed for the record, not asserted.
+"""
+import fcntl
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import kvcluster
+import kvtest
+from kvtest import check, now, scaled
+
+
+def wait_until(what, fn, timeout=60, interval=0.1, diag=None):
+    deadline = now() + scaled(timeout)
+    while True:
+        v = fn()
+        if v:
+            return v
+        check(now() < deadline, "timed out waiting for %s%s"
+              % (what, "\n" + diag() if diag else ""))
+        time.sleep(interval)
+
+
+def link(c, k, state, *devs):
+    for d in devs:
+        subprocess.run(["ip", "netns", "exec", c.ns(k), "ip", "link", "set", d, state],
+                       check=True)
+
+
+class LockSampler:
+    """Which VMM processes hold a lock on each disk, every 20 ms."""
+
+    def __init__(self, kvmove, disks):
+        self.kvmove = os.path.realpath(kvmove)
+        self.inodes = {}
+        for d in disks:
+            st = os.stat(d)
+            self.inodes[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = d
+        self.max_holders = {d: 0 for d in disks}
+        self.worst = {}
+        self.samples = 0
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+
+    def vmm_pids(self):
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % p, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if len(argv) > 1 and argv[1] == b"run" and os.path.basename(
+                    argv[0].decode(errors="replace")) == "kvmove":
+                out.append(int(p))
+        return out
+
+    def holders(self):
+        held = {d: set() for d in self.inodes.values()}
+        for pid in self.vmm_pids():
+            try:
+                fds = os.listdir("/proc/%d/fdinfo" % pid)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                        lines = f.read().splitlines()
+                except OSError:
+                    continue
+                for ln in lines:
+                    # lock:	1: OFDLCK  ADVISORY  WRITE -1 00:2d:1234 0 EOF
+                    if not ln.startswith("lock:"):
+                        continue
+                    parts = ln.split()
+                    for tok in parts:
+                        if tok.count(":") == 2:
+                            try:
+                                ma, mi, ino = tok.split(":")
+                                key = (int(ma, 16), int(mi, 16), int(ino))
+                            except ValueError:
+                                continue
+                            if key in self.inodes:
+                                held[self.inodes[key]].add(pid)
+        return held
+
+    def run(self):
+        while not self.stop.is_set():
+            for d, pids in self.holders().items():
+                if len(pids) > self.max_holders[d]:
+                    self.max_holders[d] = len(pids)
+                    self.worst[d] = sorted(pids)
+            self.samples += 1
+            time.sleep(0.02)
+
+    def start(self):
+        self.t.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        self.t.join(timeout=10)
+
+
+def status(c, vm):
+    return c.get_json("/kvmove/vms/%s/status" % vm) or {}
+
+
+def running_elsewhere(c, vm, not_on):
+    st = status(c, vm)
+    return (st.get("state") == "running" and st.get("node") != not_on
+            and c.owner(vm) == st.get("node") and st)
+
+
+def fresh_console(c, vm, node):
+    old = c.consoles.pop((vm, node), None)
+    if old:
+        old.close()
+    return c.console(vm, node)
+
+
+def check_disk_ok(c, vm, node):
+    con = c.console(vm, node)
+    _, _, m = con.wait_for(r"^DISK FORMAT .*previous=(\S+)", timeout=120,
+                           what="DISK FORMAT from %s on %s" % (vm, node))
+    check(m.group(1) in ("formatted", "partly-formatted"),
+          "%s on %s found no disk of the dead node's guest: previous=%s"
+          % (vm, node, m.group(1)))
+    con.wait_for(r"^DISK OK ", timeout=120, what="DISK OK from %s on %s" % (vm, node))
+    check(not con.find(r"^DISK (FAIL|BAD)"), "%s on %s: disk errors" % (vm, node))
+
+
+def vmm_alive_for(c, node, vm):
+    pidf = os.path.join(c.agents[node].run_dir, vm + ".pid")
+    try:
+        with open(pidf) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if os.path.exists("/proc/%d" % pid) else None
+
+
+def test(h):
+    c = kvcluster.Cluster(h, hosts=3, mig_nets=1)
+    c.up()
+    ttl = c.lease_ttl
+    disks = {}
+    for vm in ("web1", "db1"):
+        disks[vm] = os.path.join(c.shared, vm + ".img")
+        with open(disks[vm], "wb") as f:
+            f.truncate(16 << 20)
+    c.vm_create("web1", disk=disks["web1"], extra=("--restart", "on-failure",
+                                                   "--priority", "high"))
+    c.vm_create("db1", disk=disks["db1"], extra=("--restart", "always"))
+    c.vm_create("scratch")
+    spec = c.get_json("/kvmove/vms/web1/spec")
+    check(spec.get("priority") == "high" and spec.get("restart") == "on-failure",
+          "web1's definition: %r" % spec)
+    for vm in ("web1", "db1", "scratch"):
+        c.cli("vm", "start", vm, "--on", "h1")
+    for vm in ("web1", "db1", "scratch"):
+        c.wait_state(vm, "running", "h1")
+    for vm in ("web1", "db1"):
+        c.wait_verified(vm, "h1")
+        c.console(vm, "h1").wait_for(r"^DISK OK ", timeout=120, what="DISK OK on h1")
+    # the HA VMs' VMMs watch h1's lease; scratch's does not
+    lease = open(os.path.join(c.agents["h1"].run_dir, "agent.lease")).read().strip()
+    for vm, fenced in (("web1", True), ("db1", True), ("scratch", False)):
+        pid = vmm_alive_for(c, "h1", vm)
+        argv = open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")
+        has = b"--fence-lease" in argv
+        check(has == fenced, "%s's VMM: --fence-lease %s" % (vm, "missing" if fenced
+                                                             else "given"))
+        if fenced:
+            check(argv[argv.index(b"--fence-lease") + 1].decode() == lease,
+                  "%s's VMM watches lease %r, h1 holds %s" % (vm, argv, lease))
+
+    sampler = LockSampler(h.kvmove, list(disks.values())).start()
+    try:
+        # 1. the whole node dies
+        vmms = c.agents["h1"].vmm_pids()
+        c.agents["h1"].kill()
+        for p in vmms:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        t_dead = now()
+        # a stray lock on db1's disk: db1 must wait, "fencing"
+        stray = open(disks["db1"], "r+b")
+        wait_until("h1's VMMs to be gone", lambda: not any(
+            os.path.exists("/proc/%d" % p) for p in vmms), timeout=10)
+        fcntl.lockf(stray, fcntl.LOCK_EX | fcntl.LOCK_NB, 4096, 0)
+        h.log("h1 killed (agent and %d VMMs); a stray lock holds db1's disk" % len(vmms))
+
+        st = wait_until("web1 to run elsewhere", lambda: running_elsewhere(c, "web1", "h1"),
+                        timeout=120, diag=c.diagnostics)
+        t_web1 = now() - t_dead
+        web1_node = st["node"]
+        check("failed over from h1" in (st.get("reason") or ""), "web1's status: %r" % st)
+        st = wait_until("db1 to be fencing",
+                        lambda: status(c, "db1").get("state") == "fencing" and status(c, "db1"),
+                        timeout=60, diag=c.diagnostics)
+        check("still locked" in st.get("reason", ""), "db1 fencing: %r" % st)
+        check(c.owner("db1") == "h1", "db1 was taken while its disk was locked: owner %r"
+              % c.owner("db1"))
+        h.log("db1: %s" % st["reason"])
+        time.sleep(2)
+        check(status(c, "db1").get("state") == "fencing" and c.owner("db1") == "h1",
+              "db1 while the lock is held: %r, owner %r" % (status(c, "db1"), c.owner("db1")))
+        fcntl.lockf(stray, fcntl.LOCK_UN, 4096, 0)
+        stray.close()
+        t_unlock = now()
+        st = wait_until("db1 to run elsewhere", lambda: running_elsewhere(c, "db1", "h1"),
+                        timeout=120, diag=c.diagnostics)
+        t_db1 = now() - t_unlock
+        db1_node = st["node"]
+        for vm, node in (("web1", web1_node), ("db1", db1_node)):
+            fresh_console(c, vm, node)
+            c.wait_verified(vm, node)
+            check_disk_ok(c, vm, node)
+        st = wait_until("scratch to be reported node-down",
+                        lambda: status(c, "scratch").get("state") == "node-down"
+                        and status(c, "scratch"), timeout=60, diag=c.diagnostics)
+        check("never" in st.get("reason", ""), "scratch: %r" % st)
+        check(c.owner("scratch") == "h1", "scratch's owner: %r" % c.owner("scratch"))
+        h.log("node death -> web1 running on %s: %.1f s (lease TTL %d s); db1 on %s "
+              "%.1f s after the stray lock went" % (web1_node, t_web1, ttl, db1_node, t_db1))
+        print("FAILOVER node-death-to-running web1 %.2f s, lease TTL %d s" % (t_web1, ttl))
+
+        # 2. h1 comes back: neither web1 nor db1 runs there again
+        c.agents["h1"].start()
+        c.wait_nodes(3)
+        wait_until("h1 to boot scratch again", lambda: status(c, "scratch").get("state")
+                   == "running" and status(c, "scratch").get("node") == "h1", timeout=60,
+                   diag=c.diagnostics)
+        time.sleep(3)
+        for vm in ("web1", "db1"):
+            check(not vmm_alive_for(c, "h1", vm), "h1 runs %s again after coming back" % vm)
+        check(c.owner("web1") == web1_node and c.owner("db1") == db1_node,
+              "owners after h1 came back: %s %s" % (c.owner("web1"), c.owner("db1")))
+
+        # 3. the node running web1 is cut off, its agent alive
+        k = int(web1_node[1:])
+        old_pid = vmm_alive_for(c, web1_node, "web1")
+        check(old_pid, "no VMM of web1 on %s" % web1_node)
+        link(c, k, "down", "mgmt0", "mig0")
+        t_cut = now()
+        h.log("%s cut off (mgmt0, mig0 down)" % web1_node)
+        wait_until("web1's VMM on %s to fence itself" % web1_node,
+                   lambda: not os.path.exists("/proc/%d" % old_pid), timeout=60,
+                   diag=c.diagnostics)
+        t_fenced = now() - t_cut
+        log = open(os.path.join(c.agents[web1_node].run_dir, "web1.log"),
+                   errors="replace").read()
+        check("FENCED" in log, "web1's VMM on %s ended without saying it fenced: %s"
+              % (web1_node, log[-500:]))
+        st = wait_until("web1 to run elsewhere after the cut",
+                        lambda: running_elsewhere(c, "web1", web1_node), timeout=120,
+                        diag=c.diagnostics)
+        t_web1_cut = now() - t_cut
+        new_node = st["node"]
+        fresh_console(c, "web1", new_node)
+        c.wait_verified("web1", new_node)
+        check_disk_ok(c, "web1", new_node)
+        h.log("cut -> web1's VMM fenced after %.1f s, web1 running on %s after %.1f s"
+              % (t_fenced, new_node, t_web1_cut))
+        print("FAILOVER cut-to-fenced %.2f s, cut-to-running %.2f s, lease TTL %d s"
+              % (t_fenced, t_web1_cut, ttl))
+        link(c, k, "up", "mgmt0", "mig0")
+        wait_until("%s to register again" % web1_node,
+                   lambda: c.get("/kvmove/nodes/" + web1_node), timeout=60,
+                   diag=c.diagnostics)
+        time.sleep(3)
+        check(not vmm_alive_for(c, web1_node, "web1"),
+              "%s runs web1 again after coming back" % web1_node)
+        check(c.owner("web1") == new_node, "web1's owner: %r" % c.owner("web1"))
+        c.wait_verified("web1", new_node)
+    finally:
+        sampler.finish()
+    h.log("lock sampler: %d samples, most holders at once: %s"
+          % (sampler.samples, sampler.max_holders))
+    check(sampler.samples > 100, "the lock sampler hardly ran: %d" % sampler.samples)
+    for d, n in sampler.max_holders.items():
+        check(n <= 1, "%s was locked by %d VMMs at once: %s" % (d, n, sampler.worst.get(d)))
+        check(n == 1, "the sampler never saw a VMM hold %s (is it reading the locks?)" % d)
+
+
+if __name__ == "__main__":
+    kvtest.main(test)
