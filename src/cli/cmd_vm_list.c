@@ -211,8 +211,18 @@ static void show_human(const char *name, json_t *spec, const char *bad, const ch
 			 cluster_jint(spec, "cpus", 0) == 1 ? "" : "s");
 		show_field("size", buf);
 		show_field("desired", cluster_jstr(spec, "desired"));
-		show_field("restart", *cluster_jstr(spec, "restart") ? cluster_jstr(spec, "restart")
-								     : "never");
+		{
+			const char *r = *cluster_jstr(spec, "restart") ? cluster_jstr(spec, "restart")
+								       : "never";
+			const char *p = *cluster_jstr(spec, "priority") ? cluster_jstr(spec, "priority")
+									: "medium";
+			if (strcmp(r, "never"))
+				snprintf(buf, sizeof(buf), "%s (highly available: failover priority "
+					 "%s)", r, p);
+			else
+				snprintf(buf, sizeof(buf), "%s", r);
+			show_field("restart", buf);
+		}
 	}
 	vm_state(owner, st, state, sizeof(state));
 	if (owner[0] && strncmp(owner, "free:", 5))

@@ -115,6 +115,25 @@ static void set_status(struct agent *a, const char *vm, const char *state, pid_t
 	}
 }
 
+/* Another node may have written our VM's status while it thought this node
+ * dead (failover's node-down): what we wrote last is then no longer what
+ * etcd holds, and set_status must write again. */
+static void forget_stale_status(struct agent *a, const struct snap *s, const char *vm)
+{
+	json_t *mine = json_object_get(a->status, vm), *cur;
+	static const char *const fields[] = { "node", "state", "reason" };
+
+	if (!mine)
+		return;
+	cur = snap_json(s, "/kvmove/vms/%s/status", vm);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (!cur || strcmp(cluster_jstr(cur, fields[i]), cluster_jstr(mine, fields[i]))) {
+			json_object_del(a->status, vm);
+			break;
+		}
+	json_decref(cur);
+}
+
 /* Let go of a VM this node no longer runs: the owner key goes only if it
  * still names us. */
 static void disown(struct agent *a, const char *vm)
@@ -357,6 +376,7 @@ void vms_reconcile(struct agent *a, const struct snap *s)
 
 		v = lvmm_find(a, vm);
 		if (owner && !strcmp(owner->value, a->o.name)) {
+			forget_stale_status(a, s, vm);
 			own_vm(a, s, vm, &spec, v, owner->create_rev);
 		} else if (v && v->role == LV_RUN && !migrating_from_here(a, s, vm) &&
 			   !(owner && !strncmp(owner->value, "free:", 5))) {

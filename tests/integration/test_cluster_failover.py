@@ -17,6 +17,8 @@ guests with disks on shared storage).
      its VMMs fence themselves (exit status 8) before its lease expires;
      web1 boots elsewhere and verifies; once the links are back, that node
      never runs web1 again.
+  4. Only the agent of db1's node dies, its VMMs alive: db1's VMM fences
+     itself (nobody renews the lease) and db1 boots elsewhere.
   Throughout, a sampler reads the disk locks of every VMM process every
   20 ms (/proc/PID/fdinfo): at no instant do two VMMs hold the same disk.
 
@@ -282,6 +284,7 @@ def test(h):
                    errors="replace").read()
         check("FENCED" in log, "web1's VMM on %s ended without saying it fenced: %s"
               % (web1_node, log[-500:]))
+        h.log("web1's VMM: %s" % [ln for ln in log.splitlines() if "FENCED" in ln][-1])
         st = wait_until("web1 to run elsewhere after the cut",
                         lambda: running_elsewhere(c, "web1", web1_node), timeout=120,
                         diag=c.diagnostics)
@@ -303,6 +306,31 @@ def test(h):
               "%s runs web1 again after coming back" % web1_node)
         check(c.owner("web1") == new_node, "web1's owner: %r" % c.owner("web1"))
         c.wait_verified("web1", new_node)
+
+        # 4. only the agent dies (its VMMs alive): db1's VMM fences itself
+        #    once it cannot confirm the lease, and db1 boots elsewhere
+        node = status(c, "db1")["node"]
+        old_pid = vmm_alive_for(c, node, "db1")
+        check(old_pid, "no VMM of db1 on %s" % node)
+        c.agents[node].kill()
+        t_kill = now()
+        wait_until("db1's VMM on %s to fence itself" % node,
+                   lambda: not os.path.exists("/proc/%d" % old_pid), timeout=60,
+                   diag=c.diagnostics)
+        t_fenced = now() - t_kill
+        log = open(os.path.join(c.agents[node].run_dir, "db1.log"), errors="replace").read()
+        check("FENCED" in log, "db1's VMM on %s ended without saying it fenced: %s"
+              % (node, log[-500:]))
+        h.log("db1's VMM: %s" % [ln for ln in log.splitlines() if "FENCED" in ln][-1])
+        st = wait_until("db1 to run elsewhere after its agent died",
+                        lambda: running_elsewhere(c, "db1", node), timeout=120,
+                        diag=c.diagnostics)
+        fresh_console(c, "db1", st["node"])
+        c.wait_verified("db1", st["node"])
+        check_disk_ok(c, "db1", st["node"])
+        h.log("%s's agent killed -> db1's VMM fenced after %.1f s, db1 running on %s"
+              % (node, t_fenced, st["node"]))
+        c.agents[node].start()
     finally:
         sampler.finish()
     h.log("lock sampler: %d samples, most holders at once: %s"
