@@ -132,6 +132,11 @@ void ccli_table_init(struct ccli_table *t, size_t ncols, ...);	/* header cells *
 void ccli_table_add(struct ccli_table *t, ...);	/* ncols strings (NULL = "-") */
 void ccli_table_print(struct ccli_table *t);	/* and free it */
 
+/* cluster balancer, cluster tips (cmd_cluster_tips.c); argv[0] is the
+ * subverb. */
+int cmd_cluster_balancer(int argc, char **argv);
+int cmd_cluster_tips(int argc, char **argv);
+
 /* The vm verb's subverbs in their own files (cmd_vm_start.c,
  * cmd_vm_migrate.c, cmd_vm_list.c); argv[0] is the subverb. */
 int cmd_vm_start(int argc, char **argv);

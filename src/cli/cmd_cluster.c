@@ -21,8 +21,10 @@ static void usage_cluster(FILE *f)
 	      "  init [--dir DIR]   start the embedded single-machine etcd (or, with an\n"
 	      "                     etcd given, prepare that one) and the cluster's key\n"
 	      "  status             etcd's members and quorum, nodes, VMs, migrations\n"
+	      "  balancer [MODE]    show or set the load balancer: off, recommend, automatic\n"
+	      "  tips [apply ID]    the balancer's recommendations; apply one\n"
 	      "\n"
-	      "Both take --etcd, --json and --help.\n", f);
+	      "Each takes --etcd, --json and --help.\n", f);
 }
 
 static void usage_init(FILE *f)
@@ -382,6 +384,10 @@ int cmd_cluster(int argc, char **argv)
 		return cluster_init(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))
 		return cluster_status(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "balancer"))
+		return cmd_cluster_balancer(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "tips"))
+		return cmd_cluster_tips(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove cluster: unknown subverb '%s'\n\n", argv[1]);
 	usage_cluster(stderr);
 	return KV_EXIT_USAGE;

@@ -289,6 +289,8 @@ static int pass(struct agent *a, int64_t *rev, bool *unreachable)
 	drain_reconcile(a, &s);	/* what it queues starts next pass */
 	mig_reconcile(a, &s);
 	failover_reconcile(a, &s);	/* what it takes starts next pass */
+	load_publish(a, &s);
+	balance_reconcile(a, &s);
 	publish(a, &s);
 	*rev = s.l.rev;
 	store_list_free(&s.l);
@@ -325,6 +327,7 @@ int agent_run(const struct agent_options *o, volatile sig_atomic_t *stop, struct
 	a->restarts = json_object();
 	a->restart_why = json_object();
 	a->vmcpu = json_object();
+	a->load_prev = json_object();
 	if (o->kvmove_bin) {
 		snprintf(a->self, sizeof(a->self), "%s", o->kvmove_bin);
 	} else if ((n = readlink("/proc/self/exe", a->self, sizeof(a->self) - 1)) > 0) {
@@ -394,6 +397,8 @@ out:
 	json_decref(a->restarts);
 	json_decref(a->restart_why);
 	json_decref(a->vmcpu);
+	json_decref(a->load_prev);
+	json_decref(a->bal);
 	store_close(a->st);
 	pthread_cond_destroy(&a->cond);
 	pthread_mutex_destroy(&a->mu);

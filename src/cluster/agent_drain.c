@@ -134,13 +134,10 @@ static void enqueue(struct agent *a, const struct snap *s, json_t *drain, const 
 
 	if (!owner || cluster_migration_id_new(id, sizeof(id), &err))
 		return;
-	rec = json_pack("{s:s, s:s, s:s, s:n, s:n, s:b, s:i, s:n, s:s, s:s, s:n, s:[], s:n, s:n,"
-			" s:f, s:n, s:n, s:s}",
-			"id", id, "vm", vm, "from", a->o.name, "requested-to", "to", "quick", quick,
-			"downtime-ms", 300, "policy", "state", "queued", "reason",
-			"queued by the drain of this node", "network", "attempts", "progress",
-			"stats", "requested", agent_wall(), "started", "finished",
-			"drain", cluster_jstr(drain, "id"));
+	rec = cluster_migration_queued(id, vm, a->o.name, NULL, quick,
+				       "queued by the drain of this node", agent_wall());
+	if (rec)
+		json_object_set_new(rec, "drain", json_string(cluster_jstr(drain, "id")));
 	text = rec ? json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15))
 		   : NULL;
 	snprintf(key, sizeof(key), "/kvmove/migrations/%s", id);

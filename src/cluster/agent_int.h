@@ -8,6 +8,8 @@
  *   agent_mig.c   migrations: queue, slots, placement, incoming, progress
  *   agent_drain.c maintenance: move every VM away, report the drain
  *   agent_failover.c  a dead node's VMs: boot them here, never twice
+ *   agent_load.c  what this node's VMs use, published for the balancer
+ *   agent_balance.c  the balancer (one per cluster): tips, automatic moves
  */
 #ifndef KVMOVE_CLUSTER_AGENT_INT_H
 #define KVMOVE_CLUSTER_AGENT_INT_H
@@ -118,6 +120,9 @@ struct agent {
 	json_t *restarts;		/* vm -> [times of restarts by its policy] */
 	json_t *restart_why;		/* vm -> why its running VMM is a restart */
 	json_t *vmcpu;			/* vm -> {cpu-vendor, cpu-features} it booted with */
+	json_t *load_prev;		/* vm -> [pid, CPU ticks] at the last load sample */
+	double t_load;			/* when (agent_now), 0 = never */
+	json_t *bal;			/* the balancer's memory (agent_balance.c) */
 	char self[512];			/* /proc/self/exe */
 };
 
@@ -164,6 +169,12 @@ bool mig_busy(struct agent *a);	/* something to poll soon */
 struct nodeset;
 /* placement input for vm from the snapshot (cluster/nodeset.h) */
 int mig_nodeset(struct nodeset *ns, const struct snap *s, const char *vm, struct kv_err *err);
+
+/* agent_load.c */
+void load_publish(struct agent *a, const struct snap *s);
+
+/* agent_balance.c */
+void balance_reconcile(struct agent *a, const struct snap *s);
 
 /* agent_failover.c */
 void failover_reconcile(struct agent *a, const struct snap *s);

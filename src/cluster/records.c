@@ -342,6 +342,27 @@ void vm_spec_free(struct vm_spec *s)
 	memset(s, 0, sizeof(*s));
 }
 
+json_t *cluster_migration_queued(const char *id, const char *vm, const char *from,
+				 const char *to, bool quick, const char *reason, double now)
+{
+	return json_pack("{s:s, s:s, s:s, s:s?, s:n, s:b, s:i, s:n, s:s, s:s, s:n, s:[], s:n, "
+			 "s:n, s:f, s:n, s:n}",
+			 "id", id, "vm", vm, "from", from, "requested-to", to, "to", "quick", quick,
+			 "downtime-ms", 300, "policy", "state", "queued", "reason", reason,
+			 "network", "attempts", "progress", "stats", "requested", now, "started",
+			 "finished");
+}
+
+bool cluster_tip_id_ok(const char *s)
+{
+	char m[64];
+
+	if (!s || s[0] != 't' || strlen(s) >= sizeof(m))
+		return false;
+	snprintf(m, sizeof(m), "m%s", s + 1);
+	return cluster_migration_id_ok(m);
+}
+
 int cluster_config_limit(const char *text, size_t len)
 {
 	json_t *j = NULL;

@@ -97,6 +97,15 @@ bool cluster_migration_id_ok(const char *s);
 int cluster_migration_id_new(char *buf, size_t len, struct kv_err *err);
 bool cluster_migration_state_terminal(const char *state);
 
+/* A new migration record in state queued (docs/CLUSTER.md), to be created
+ * by the caller's transaction; to may be NULL (placement decides).  NULL
+ * when out of memory. */
+json_t *cluster_migration_queued(const char *id, const char *vm, const char *from,
+				 const char *to, bool quick, const char *reason, double now);
+
+/* A tip ID: tYYYYMMDDhhmmss-XXXXXX (a migration ID with a t). */
+bool cluster_tip_id_ok(const char *s);
+
 #define DRAIN_CANCELLED "the drain was cancelled (maintenance off)"
 /* A queued migration record (rec, read at kv) cancelled by a drain's end:
  * state cancelled, with why, if it is still what was read (a compare on
