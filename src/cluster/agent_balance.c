@@ -324,10 +324,11 @@ static bool gather(struct agent *a, const struct snap *s, const struct bal_cfg *
 
 	memset(in, 0, sizeof(*in));
 	snap_range(s, "/kvmove/nodes/", &b, &e);
-	for (size_t i = b; i < e; i++)
+	for (size_t i = b; i < e; i++) {
+		json_t *h = json_object_get(hist, s->l.kvs[i].key + strlen("/kvmove/nodes/"));
 		cap_vm += json_object_size(json_object_get(
-			json_array_get(json_object_get(hist, s->l.kvs[i].key + strlen("/kvmove/nodes/")),
-				       0), "vms")) + 8;
+			json_array_get(h, json_array_size(h) - 1), "vms"));
+	}
 	in->nodes = calloc(e - b + 1, sizeof(*in->nodes));
 	in->vms = calloc(cap_vm + 1, sizeof(*in->vms));
 	in->names = calloc(e - b + cap_vm + 1, sizeof(*in->names));
@@ -346,6 +347,8 @@ static bool gather(struct agent *a, const struct snap *s, const struct bal_cfg *
 		snprintf(in->names[in->nn], NAME_MAX_LEN, "%s", node);
 		n->name = in->names[in->nn];
 		n->cpus = (unsigned)cluster_jint(last, "cpus", 0);
+		if (cluster_jint(last, "cpus", 0) < 1 || cluster_jint(last, "cpus", 0) > 65536)
+			n->cpus = 0;	/* not a node's: never eligible */
 		ncfg = snap_json(s, "/kvmove/nodecfg/%s", node);
 		if (!mean(h, NULL, c->samples, t0, &cpu)) {
 			json_decref(ncfg);
