@@ -433,6 +433,20 @@ int store_txn(struct kv_store *st, const struct store_cmp *cmps, size_t ncmp,
 /* leases                                                               */
 /* ------------------------------------------------------------------ */
 
+/* A lease call's body that carries etcd's "error": -EIO with it (resp is
+ * released then), else 0. */
+static int lease_error(struct kv_store *st, json_t *resp, const char *what, struct kv_err *err)
+{
+	json_t *e = json_object_get(resp, "error");
+	char msg[256];
+
+	if (!json_is_string(e) || !json_string_length(e))
+		return 0;
+	store_sanitize(msg, sizeof(msg), json_string_value(e), json_string_length(e));
+	json_decref(resp);
+	return kv_errf(err, EIO, "etcd at %s: %s: %s", st->endpoints, what, msg);
+}
+
 static json_t *lease_request(int64_t id)
 {
 	json_t *o = json_object();
@@ -446,7 +460,7 @@ static json_t *lease_request(int64_t id)
 
 int store_lease_grant(struct kv_store *st, int ttl_s, int64_t *id, struct kv_err *err)
 {
-	json_t *req = json_object(), *resp = NULL, *e;
+	json_t *req = json_object(), *resp = NULL;
 	int64_t ttl;
 	int rc;
 
@@ -461,15 +475,8 @@ int store_lease_grant(struct kv_store *st, int ttl_s, int64_t *id, struct kv_err
 	}
 	rc = store_call(st, "/v3/lease/grant", req, 0, &resp, NULL, err);
 	json_decref(req);
-	if (rc)
+	if (rc || (rc = lease_error(st, resp, "lease grant", err)))
 		return rc;
-	e = json_object_get(resp, "error");
-	if (json_is_string(e) && json_string_length(e)) {
-		char msg[256];
-		store_sanitize(msg, sizeof(msg), json_string_value(e), json_string_length(e));
-		json_decref(resp);
-		return kv_errf(err, EIO, "etcd at %s: lease grant: %s", st->endpoints, msg);
-	}
 	rc = store_json_i64(resp, "ID", id) ?: store_json_i64(resp, "TTL", &ttl);
 	json_decref(resp);
 	if (!rc && (*id <= 0 || ttl <= 0))
@@ -515,7 +522,7 @@ int store_lease_keepalive(struct kv_store *st, int64_t id, int *ttl_left, struct
 int store_lease_ttl(struct kv_store *st, int64_t id, int *ttl_left, int *granted,
 		    struct kv_err *err)
 {
-	json_t *req, *resp = NULL, *e;
+	json_t *req, *resp = NULL;
 	int64_t ttl, gttl = 0;
 	int rc;
 
@@ -527,15 +534,8 @@ int store_lease_ttl(struct kv_store *st, int64_t id, int *ttl_left, int *granted
 	req = lease_request(id);
 	rc = store_call(st, "/v3/lease/timetolive", req, 0, &resp, NULL, err);
 	json_decref(req);
-	if (rc)
+	if (rc || (rc = lease_error(st, resp, "lease time-to-live", err)))
 		return rc;
-	e = json_object_get(resp, "error");
-	if (json_is_string(e) && json_string_length(e)) {
-		char msg[256];
-		store_sanitize(msg, sizeof(msg), json_string_value(e), json_string_length(e));
-		json_decref(resp);
-		return kv_errf(err, EIO, "etcd at %s: lease time-to-live: %s", st->endpoints, msg);
-	}
 	rc = store_json_i64(resp, "TTL", &ttl) ?: store_json_i64(resp, "grantedTTL", &gttl);
 	json_decref(resp);
 	if (rc)

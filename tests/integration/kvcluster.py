@@ -258,6 +258,18 @@ class Cluster:
                                    what="a later VERIFY OK from %s on %s" % (vm, node))
         kvtest.check_no_errors(con)
 
+    def wait(self, what, fn, timeout=60, interval=0.1):
+        """fn()'s first true value, polled every interval; a failure naming
+        what, with the agents' logs, after timeout (scaled) seconds."""
+        deadline = now() + scaled(timeout)
+        while True:
+            v = fn()
+            if v:
+                return v
+            check(now() < deadline, "timed out after %d s waiting for %s\n%s"
+                  % (timeout, what, self.diagnostics()))
+            time.sleep(interval)
+
     def wait_state(self, vm, state, node=None, timeout=60):
         deadline = now() + scaled(timeout)
         st = None

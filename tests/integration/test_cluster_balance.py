@@ -21,18 +21,7 @@ import time
 
 import kvcluster
 import kvtest
-from kvtest import check, now, scaled
-
-
-def wait_until(what, fn, timeout=90, interval=0.3, diag=None):
-    deadline = now() + scaled(timeout)
-    while True:
-        v = fn()
-        if v:
-            return v
-        check(now() < deadline, "timed out waiting for %s%s"
-              % (what, "\n" + diag() if diag else ""))
-        time.sleep(interval)
+from kvtest import check, now
 
 
 def tips(c):
@@ -58,12 +47,12 @@ def test(h):
     for vm in ("a", "b"):
         c.cli("vm", "start", vm, "--on", "h1")
         c.wait_state(vm, "running", "h1")
-    wait_until("an agent to run the balancer", lambda: c.get("/kvmove/balancer"))
+    c.wait("an agent to run the balancer", lambda: c.get("/kvmove/balancer"))
     h.log("balancer run by %s" % c.get("/kvmove/balancer"))
 
     # 1. recommend: an open tip, nothing moves by itself
-    tip = wait_until("an open tip", lambda: next(
-        (t for t in tips(c) if t.get("state") == "open"), None), diag=c.diagnostics)
+    tip = c.wait("an open tip", lambda: next(
+        (t for t in tips(c) if t.get("state") == "open"), None))
     h.log("tip %s: %s (loads %s)" % (tip["id"], tip["reason"], loads(c)))
     check(tip["from"] == "h1" and tip["vm"] in ("a", "b") and tip["to"] in ("h2", "h3"),
           "tip: %r" % tip)
@@ -78,16 +67,16 @@ def test(h):
     mid = r.json["id"]
     check(r.json.get("tip") == tip["id"] and r.json.get("requested-to") == tip["to"],
           "apply: %r" % r.json)
-    rec = wait_until("the tip's migration", lambda: (c.get_json("/kvmove/migrations/" + mid)
+    rec = c.wait("the tip's migration", lambda: (c.get_json("/kvmove/migrations/" + mid)
                      or {}).get("state") in ("completed", "failed")
                      and c.get_json("/kvmove/migrations/" + mid), timeout=180)
     check(rec["state"] == "completed", "the tip's migration: %r" % rec)
     c.wait_state(tip["vm"], "running", tip["to"])
     c.wait_verified(tip["vm"], tip["to"])
     r = c.cli("cluster", "tips", "apply", tip["id"], expect=3)
-    t1 = wait_until("the tip's measured loads", lambda: (c.get_json(
+    t1 = c.wait("the tip's measured loads", lambda: (c.get_json(
         "/kvmove/tips/" + tip["id"]) or {}).get("measured") and c.get_json(
-        "/kvmove/tips/" + tip["id"]), diag=c.diagnostics)
+        "/kvmove/tips/" + tip["id"]))
     h.log("tip %s applied: before %s, predicted %s, measured %s"
           % (tip["id"], t1["before"], t1["after"], t1["measured"]))
     moved_a = tip["vm"]
@@ -97,12 +86,12 @@ def test(h):
     c.cli("cluster", "balancer", "automatic")
     c.cli("vm", "start", "c3", "--on", "h1")
     c.wait_state("c3", "running", "h1")
-    auto = wait_until("an automatic tip applied", lambda: next(
+    auto = c.wait("an automatic tip applied", lambda: next(
         (t for t in tips(c) if t.get("mode") == "automatic" and t.get("state") == "applied"),
-        None), timeout=120, diag=c.diagnostics)
+        None), timeout=120)
     h.log("automatic tip %s: %s" % (auto["id"], auto["reason"]))
     check(auto["from"] == "h1" and auto["vm"] in (stay, "c3"), "automatic tip: %r" % auto)
-    rec = wait_until("the automatic migration", lambda: (c.get_json(
+    rec = c.wait("the automatic migration", lambda: (c.get_json(
         "/kvmove/migrations/" + auto["migration"]) or {}).get("state") in
         ("completed", "failed") and c.get_json("/kvmove/migrations/" + auto["migration"]),
         timeout=180)

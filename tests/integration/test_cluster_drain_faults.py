@@ -21,17 +21,6 @@ import kvtest
 from kvtest import check, now, scaled
 
 
-def wait_for(what, fn, timeout=120, c=None, interval=0.1):
-    deadline = now() + scaled(timeout)
-    while True:
-        v = fn()
-        if v:
-            return v
-        check(now() < deadline, "%s: not within %d s%s" % (
-            what, timeout, "\n" + c.diagnostics() if c else ""))
-        time.sleep(interval)
-
-
 def cap_bandwidth(c, node, vm, bps):
     with kvtest.QMP(os.path.join(c.agents[node].run_dir, vm + ".sock")) as q:
         q.cmd("migrate-set-parameters", {"max-bandwidth": bps})
@@ -101,18 +90,18 @@ def test(h):
     cap_bandwidth(c, "h1", "r1", 16 << 20)
     r = c.cli("node", "maintenance", "h1", "on")
     drain_id = r.json["drain"]["id"]
-    wait_for("the drain's migration of r1 to transfer", lambda: [
+    c.wait("the drain's migration of r1 to transfer", lambda: [
         x for x in drain_recs(c, drain_id) if x.get("state") == "running"
-        and (x.get("progress") or {}).get("transferred", 0) > 0], c=c, interval=0.05)
+        and (x.get("progress") or {}).get("transferred", 0) > 0], interval=0.05)
     c.agents["h1"].kill()
     time.sleep(1)
     c.agents["h1"].start()
     c.wait_nodes(2)
     node = c.get_json("/kvmove/nodes/h1") or {}
     check(node.get("maintenance") is True, "h1 after its agent's restart: %r" % node)
-    d = wait_for("the drain to end", lambda: (c.get_json("/kvmove/drains/h1") or {}).get(
+    d = c.wait("the drain to end", lambda: (c.get_json("/kvmove/drains/h1") or {}).get(
         "state") not in (None, "draining") and c.get_json("/kvmove/drains/h1"),
-        timeout=240, c=c)
+        timeout=240)
     check(d.get("state") == "drained", "drain across an agent restart: %r" % d)
     c.wait_state("r1", "running", "h2")
     c.wait_verified("r1", "h2")

@@ -34,18 +34,7 @@ import time
 
 import kvcluster
 import kvtest
-from kvtest import check, now, scaled
-
-
-def wait_until(what, fn, timeout=60, interval=0.1, diag=None):
-    deadline = now() + scaled(timeout)
-    while True:
-        v = fn()
-        if v:
-            return v
-        check(now() < deadline, "timed out waiting for %s%s"
-              % (what, "\n" + diag() if diag else ""))
-        time.sleep(interval)
+from kvtest import check, now
 
 
 def link(c, k, state, *devs):
@@ -169,6 +158,16 @@ def vmm_alive_for(c, node, vm):
     return pid if os.path.exists("/proc/%d" % pid) else None
 
 
+def wait_fenced(h, c, node, vm, pid):
+    """vm's VMM (pid) on node ends, and its log says it fenced."""
+    c.wait("%s's VMM on %s to fence itself" % (vm, node),
+           lambda: not os.path.exists("/proc/%d" % pid), timeout=60)
+    log = open(os.path.join(c.agents[node].run_dir, vm + ".log"), errors="replace").read()
+    fenced = [ln for ln in log.splitlines() if "FENCED" in ln]
+    check(fenced, "%s's VMM on %s ended without saying it fenced: %s" % (vm, node, log[-500:]))
+    h.log("%s's VMM: %s" % (vm, fenced[-1]))
+
+
 def test(h):
     c = kvcluster.Cluster(h, hosts=3, mig_nets=1)
     c.up()
@@ -223,19 +222,19 @@ def test(h):
         t_dead = now()
         # a stray lock on db1's disk: db1 must wait, "fencing"
         stray = open(disks["db1"], "r+b")
-        wait_until("h1's VMMs to be gone", lambda: not any(
+        c.wait("h1's VMMs to be gone", lambda: not any(
             os.path.exists("/proc/%d" % p) for p in vmms), timeout=10)
         fcntl.lockf(stray, fcntl.LOCK_EX | fcntl.LOCK_NB, 4096, 0)
         h.log("h1 killed (agent and %d VMMs); a stray lock holds db1's disk" % len(vmms))
 
-        st = wait_until("web1 to run elsewhere", lambda: running_elsewhere(c, "web1", "h1"),
-                        timeout=120, diag=c.diagnostics)
+        st = c.wait("web1 to run elsewhere", lambda: running_elsewhere(c, "web1", "h1"),
+                        timeout=120)
         t_web1 = now() - t_dead
         web1_node = st["node"]
         check("failed over from h1" in (st.get("reason") or ""), "web1's status: %r" % st)
-        st = wait_until("db1 to be fencing",
+        st = c.wait("db1 to be fencing",
                         lambda: status(c, "db1").get("state") == "fencing" and status(c, "db1"),
-                        timeout=60, diag=c.diagnostics)
+                        timeout=60)
         check("still locked" in st.get("reason", ""), "db1 fencing: %r" % st)
         check(c.owner("db1") == "h1", "db1 was taken while its disk was locked: owner %r"
               % c.owner("db1"))
@@ -246,17 +245,17 @@ def test(h):
         fcntl.lockf(stray, fcntl.LOCK_UN, 4096, 0)
         stray.close()
         t_unlock = now()
-        st = wait_until("db1 to run elsewhere", lambda: running_elsewhere(c, "db1", "h1"),
-                        timeout=120, diag=c.diagnostics)
+        st = c.wait("db1 to run elsewhere", lambda: running_elsewhere(c, "db1", "h1"),
+                        timeout=120)
         t_db1 = now() - t_unlock
         db1_node = st["node"]
         for vm, node in (("web1", web1_node), ("db1", db1_node)):
             fresh_console(c, vm, node)
             c.wait_verified(vm, node)
             check_disk_ok(c, vm, node)
-        st = wait_until("scratch to be reported node-down",
+        st = c.wait("scratch to be reported node-down",
                         lambda: status(c, "scratch").get("state") == "node-down"
-                        and status(c, "scratch"), timeout=60, diag=c.diagnostics)
+                        and status(c, "scratch"), timeout=60)
         check("never" in st.get("reason", ""), "scratch: %r" % st)
         check(c.owner("scratch") == "h1", "scratch's owner: %r" % c.owner("scratch"))
         h.log("node death -> web1 running on %s: %.1f s (lease TTL %d s); db1 on %s "
@@ -266,9 +265,8 @@ def test(h):
         # 2. h1 comes back: neither web1 nor db1 runs there again
         c.agents["h1"].start()
         c.wait_nodes(3)
-        wait_until("h1 to boot scratch again", lambda: status(c, "scratch").get("state")
-                   == "running" and status(c, "scratch").get("node") == "h1", timeout=60,
-                   diag=c.diagnostics)
+        c.wait("h1 to boot scratch again", lambda: status(c, "scratch").get("state")
+                   == "running" and status(c, "scratch").get("node") == "h1", timeout=60)
         time.sleep(3)
         for vm in ("web1", "db1"):
             check(not vmm_alive_for(c, "h1", vm), "h1 runs %s again after coming back" % vm)
@@ -282,18 +280,10 @@ def test(h):
         link(c, k, "down", "mgmt0", "mig0")
         t_cut = now()
         h.log("%s cut off (mgmt0, mig0 down)" % web1_node)
-        wait_until("web1's VMM on %s to fence itself" % web1_node,
-                   lambda: not os.path.exists("/proc/%d" % old_pid), timeout=60,
-                   diag=c.diagnostics)
+        wait_fenced(h, c, web1_node, "web1", old_pid)
         t_fenced = now() - t_cut
-        log = open(os.path.join(c.agents[web1_node].run_dir, "web1.log"),
-                   errors="replace").read()
-        check("FENCED" in log, "web1's VMM on %s ended without saying it fenced: %s"
-              % (web1_node, log[-500:]))
-        h.log("web1's VMM: %s" % [ln for ln in log.splitlines() if "FENCED" in ln][-1])
-        st = wait_until("web1 to run elsewhere after the cut",
-                        lambda: running_elsewhere(c, "web1", web1_node), timeout=120,
-                        diag=c.diagnostics)
+        st = c.wait("web1 to run elsewhere after the cut",
+                        lambda: running_elsewhere(c, "web1", web1_node), timeout=120)
         t_web1_cut = now() - t_cut
         new_node = st["node"]
         fresh_console(c, "web1", new_node)
@@ -304,9 +294,8 @@ def test(h):
         print("FAILOVER cut-to-fenced %.2f s, cut-to-running %.2f s, lease TTL %d s"
               % (t_fenced, t_web1_cut, ttl))
         link(c, k, "up", "mgmt0", "mig0")
-        wait_until("%s to register again" % web1_node,
-                   lambda: c.get("/kvmove/nodes/" + web1_node), timeout=60,
-                   diag=c.diagnostics)
+        c.wait("%s to register again" % web1_node,
+                   lambda: c.get("/kvmove/nodes/" + web1_node), timeout=60)
         time.sleep(3)
         check(not vmm_alive_for(c, web1_node, "web1"),
               "%s runs web1 again after coming back" % web1_node)
@@ -320,17 +309,10 @@ def test(h):
         check(old_pid, "no VMM of db1 on %s" % node)
         c.agents[node].kill()
         t_kill = now()
-        wait_until("db1's VMM on %s to fence itself" % node,
-                   lambda: not os.path.exists("/proc/%d" % old_pid), timeout=60,
-                   diag=c.diagnostics)
+        wait_fenced(h, c, node, "db1", old_pid)
         t_fenced = now() - t_kill
-        log = open(os.path.join(c.agents[node].run_dir, "db1.log"), errors="replace").read()
-        check("FENCED" in log, "db1's VMM on %s ended without saying it fenced: %s"
-              % (node, log[-500:]))
-        h.log("db1's VMM: %s" % [ln for ln in log.splitlines() if "FENCED" in ln][-1])
-        st = wait_until("db1 to run elsewhere after its agent died",
-                        lambda: running_elsewhere(c, "db1", node), timeout=120,
-                        diag=c.diagnostics)
+        st = c.wait("db1 to run elsewhere after its agent died",
+                        lambda: running_elsewhere(c, "db1", node), timeout=120)
         fresh_console(c, "db1", st["node"])
         c.wait_verified("db1", st["node"])
         check_disk_ok(c, "db1", st["node"])
