@@ -34,6 +34,9 @@ int cmd_save(int argc, char **argv);
 /* kvmove keygen [--identity NAME] [--force] FILE: a new TLS pre-shared key. */
 int cmd_keygen(int argc, char **argv);
 
+/* kvmove cpu-models [--features] [--json]: the CPU models and this host. */
+int cmd_cpu_models(int argc, char **argv);
+
 /* The cluster verbs (docs/CLUSTER.md); argv[0] is the verb, argv[1] the
  * subverb.  kvmove cluster init|status */
 int cmd_cluster(int argc, char **argv);

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cluster/fence.h"
 
+#include "core/cpumodel.h"
 #include "core/mem.h"
 #include "migration/config.h"
 #include "vmm/vmm.h"
@@ -27,6 +28,15 @@ static void usage(FILE *f)
 	      "  --mem SIZE           guest RAM, e.g. 512M, 4G (16M .. 1T; default 512M).\n"
 	      "                       RAM above 3 GiB is placed above 4 GiB (PCI hole).\n"
 	      "  --cpus N             vCPUs (1..64; default 1)\n"
+	      "  --cpu host|MODEL[,+FEAT,-FEAT...]\n"
+	      "                       the processor the guest sees: host (default: all\n"
+	      "                       this host's KVM offers) or a named model that can\n"
+	      "                       move between CPU generations: x86-64, x86-64-v2,\n"
+	      "                       compat, x86-64-v3, x86-64-v4 (kvmove cpu-models;\n"
+	      "                       docs/CPU-MODELS.md).  It travels with the VM\n"
+	      "  --x-hide-host-feature FEAT[,FEAT...]\n"
+	      "                       testing: behave as if this host lacked these CPU\n"
+	      "                       features (for the guest and for preflight)\n"
 	      "  --kernel FILE        kernel to boot, by its type: an ELF through the PVH\n"
 	      "                       entry point (XEN_ELFNOTE_PHYS32_ENTRY: the test\n"
 	      "                       guest, or Linux's vmlinux built with CONFIG_PVH),\n"
@@ -212,6 +222,8 @@ int cmd_run(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "cpus", required_argument, NULL, 'c' },
+		{ "cpu", required_argument, NULL, 'u' },
+		{ "x-hide-host-feature", required_argument, NULL, 'H' },
 		{ "kernel", required_argument, NULL, 'k' },
 		{ "initrd", required_argument, NULL, 'i' },
 		{ "append", required_argument, NULL, 'a' },
@@ -268,6 +280,21 @@ int cmd_run(int argc, char **argv)
 			o.ncpus = (unsigned)n;
 			break;
 		}
+		case 'u': {
+			struct cpu_model m;
+			if (cpu_model_parse(optarg, &m, &err)) {
+				fprintf(stderr, "kvmove run: --cpu: %s\n", err.msg);
+				return KV_EXIT_USAGE;
+			}
+			o.cpu = optarg;
+			break;
+		}
+		case 'H':
+			if (cpu_feats_parse_list(optarg, &o.hide, &err)) {
+				fprintf(stderr, "kvmove run: --x-hide-host-feature: %s\n", err.msg);
+				return KV_EXIT_USAGE;
+			}
+			break;
 		case 'k': o.kernel = optarg; break;
 		case 'i': o.initrd = optarg; break;
 		case 'a': o.append = optarg; break;
@@ -400,6 +427,11 @@ int cmd_run(int argc, char **argv)
 	if (o.incoming && !o.allow.expect) {
 		fprintf(stderr, "kvmove run: --incoming needs --expect NAME: the VM this "
 			"destination takes (a destination never runs whatever VM connects)\n");
+		return KV_EXIT_USAGE;
+	}
+	if ((o.incoming || o.restore) && o.cpu) {
+		fprintf(stderr, "kvmove run: --cpu is for a VM this VMM boots; an incoming or "
+			"restored VM keeps the CPU model it was started with\n");
 		return KV_EXIT_USAGE;
 	}
 	if (!o.incoming && !o.restore && (o.allow.expect || o.allow.ndisks || o.allow.ntaps ||

@@ -19,6 +19,7 @@ static void usage(FILE *f)
 	      "  migrate  live-migrate a VM to a destination VMM (kvmove run --incoming)\n"
 	      "  save     save a VM to a file and stop it (kvmove run --restore FILE)\n"
 	      "  keygen   write a new pre-shared key file for TLS between hosts\n"
+	      "  cpu-models  the CPU models a VM can be given, and which this host runs\n"
 	      "\n"
 	      "Cluster verbs (docs/CLUSTER.md; they talk to etcd):\n"
 	      "  cluster    init | status: the cluster's etcd\n"
@@ -60,6 +61,8 @@ int main(int argc, char **argv)
 		return cmd_save(argc - 1, argv + 1);
 	if (!strcmp(verb, "keygen"))
 		return cmd_keygen(argc - 1, argv + 1);
+	if (!strcmp(verb, "cpu-models"))
+		return cmd_cpu_models(argc - 1, argv + 1);
 	if (!strcmp(verb, "cluster"))
 		return cmd_cluster(argc - 1, argv + 1);
 	if (!strcmp(verb, "node"))

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "core/cpumodel.h"
 #include "core/dirty.h"
 #include "devices/device.h"
 
@@ -47,6 +48,19 @@ int kvm_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out, struct kv_err *err)
 			return kv_errf_sys(err, errno, "KVM_GET_SUPPORTED_CPUID");
 		nent *= 2;
 	}
+}
+
+int kvm_host_cpuid(const struct cpu_feats *hide, struct kvm_cpuid2 **out, struct kv_err *err)
+{
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC), r;
+
+	if (kvm < 0)
+		return kv_errf_sys(err, errno, "/dev/kvm");
+	r = kvm_supported_cpuid(kvm, out, err);
+	close(kvm);
+	if (!r && hide)
+		cpu_cpuid_hide(*out, hide);
+	return r;
 }
 
 static int fetch_supported_cpuid(struct vm *vm, struct kv_err *err)

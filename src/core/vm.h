@@ -42,6 +42,9 @@ struct vm_config {
 	 * destination passes the source's, so the guest's CPU never changes
 	 * under it (preflight has checked this host supports it). */
 	const struct kvm_cpuid2 *cpuid;
+	/* The CPU model that CPUID was made from ("" = host), which travels
+	 * with the VM (core/cpumodel.h). */
+	char cpu_model[256];
 	/* Same-host hand-over (has_memfd): guest RAM is this memfd, whose
 	 * pages the previous VMM filled (a dup is kept; the caller keeps
 	 * memfd), instead of a new, empty one. */
@@ -115,6 +118,9 @@ struct vm {
 
 /* What this host's KVM can offer a guest (malloc'ed; free it). */
 int kvm_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out, struct kv_err *err);
+/* The same from /dev/kvm, less the features in hide (may be NULL). */
+struct cpu_feats;
+int kvm_host_cpuid(const struct cpu_feats *hide, struct kvm_cpuid2 **out, struct kv_err *err);
 
 int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err);
 void vm_destroy(struct vm *vm);

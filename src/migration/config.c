@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include "core/cpumodel.h"
 #include "core/mem.h"
 #include "core/vm.h"
 #include "devices/device.h"
@@ -66,8 +67,9 @@ json_t *mig_config_to_json(struct vm *vm, bool uses_lock)
 		}
 		json_array_append_new(devs, o);
 	}
-	return json_pack("{s:s, s:I, s:i, s:o, s:o, s:b}", "name", vm->cfg.name,
+	return json_pack("{s:s, s:I, s:i, s:s, s:o, s:o, s:b}", "name", vm->cfg.name,
 			 "mem", (json_int_t)vm->mem.size, "cpus", (int)vm->nvcpus,
+			 "cpu-model", vm->cfg.cpu_model[0] ? vm->cfg.cpu_model : "host",
 			 "cpuid", cpuid, "devices", devs, "lock", uses_lock);
 }
 
@@ -141,8 +143,8 @@ static int check_device(const struct dev_spec *d, size_t i, struct kv_err *err)
 
 int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *err)
 {
-	static const char *const top[] = { "name", "mem", "cpus", "cpuid", "devices", "lock",
-					   NULL };
+	static const char *const top[] = { "name", "mem", "cpus", "cpu-model", "cpuid",
+					   "devices", "lock", NULL };
 	static const char *const dev[] = { "name", "type", "path", "readonly", "tap", "mac",
 					   NULL };
 	json_t *v, *e;
@@ -171,6 +173,15 @@ int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *er
 		return kv_errf(err, EBADMSG, "config: 'cpus' must be 1..%d", VM_MAX_VCPUS);
 	cfg->ncpus = (unsigned)json_integer_value(v);
 
+	/* a source from before CPU models sent its host's CPUID: "host" */
+	snprintf(cfg->cpu_model, sizeof(cfg->cpu_model), "host");
+	if (json_object_get(j, "cpu-model")) {
+		struct cpu_model m;
+		if ((r = get_str(j, "cpu-model", cfg->cpu_model, sizeof(cfg->cpu_model), err)))
+			return r;
+		if ((r = cpu_model_parse(cfg->cpu_model, &m, err)))
+			return kv_err_prefix(err, EBADMSG, "config");
+	}
 	v = json_object_get(j, "cpuid");
 	if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > MIG_MAX_CPUID)
 		return kv_errf(err, EBADMSG, "config: 'cpuid' must list 1..%d entries",
@@ -380,6 +391,63 @@ static void check_tap(json_t *f, const struct mig_host *host, const struct dev_s
 			    d->tap);
 }
 
+/* A named model is compared with this host, not with the source's. */
+static void check_cpu_model(json_t *f, const struct mig_vm_config *cfg,
+			    const struct mig_host *host)
+{
+	struct cpu_feats have;
+	struct cpu_model m;
+	struct kv_err e;
+	char missing[512];
+
+	if (cpu_model_parse(cfg->cpu_model, &m, &e) || m.host)
+		return;		/* parsed at receipt; host: its bits are checked below */
+	cpu_feats_from_cpuid(host->supported, &have);
+	if (cpu_feats_missing(&m.feats, &have, missing, sizeof(missing)))
+		add_failure(f, "cpu-model", "the VM's CPU model %s needs %s, which this host "
+			    "lacks", cfg->cpu_model, missing);
+}
+
+/* Every feature bit the guest was given must exist here: by name where
+ * the feature table has one. */
+static void check_cpu_features(json_t *f, const struct mig_vm_config *cfg,
+			       const struct mig_host *host)
+{
+	char names[1024] = "", raw[512] = "";
+	size_t nl = 0, rl = 0;
+
+	for (size_t i = 0; i < sizeof(feature_regs) / sizeof(feature_regs[0]); i++) {
+		const struct feature_reg *fr = &feature_regs[i];
+		const struct kvm_cpuid_entry2 *g = find_leaf(cfg->cpuid, fr->fn, fr->idx);
+		const struct kvm_cpuid_entry2 *h = find_leaf(host->supported, fr->fn, fr->idx);
+		uint32_t want = g ? reg_of(g, fr->reg) & fr->mask : 0;
+		uint32_t have = h ? reg_of(h, fr->reg) : 0;
+		uint32_t missing = want & ~have, unnamed = 0;
+
+		for (unsigned b = 0; b < 32; b++) {
+			const char *n;
+			if (!((missing >> b) & 1))
+				continue;
+			if ((n = cpu_feature_name_at(fr->fn, fr->idx, fr->reg, b)) &&
+			    nl < sizeof(names))
+				nl += (size_t)snprintf(names + nl, sizeof(names) - nl, "%s%s",
+						       nl ? " " : "", n);
+			else if (!n)
+				unnamed |= 1u << b;
+		}
+		if (unnamed && rl < sizeof(raw))
+			rl += (size_t)snprintf(raw + rl, sizeof(raw) - rl, "%s%s bits 0x%08x",
+					       rl ? ", " : "", fr->name, unnamed);
+	}
+	if (!nl && !rl)
+		return;
+	add_failure(f, "cpu-features", "the VM (CPU model %s) was given %s%s%s, which this "
+		    "host lacks%s", cfg->cpu_model, names, nl && rl ? "; " : "", raw,
+		    strcmp(cfg->cpu_model, "host") ? "" :
+		    "; a VM started with a named model (--cpu x86-64-v2, compat, ...) "
+		    "can move between such hosts");
+}
+
 json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *host)
 {
 	json_t *f = json_array();
@@ -391,18 +459,8 @@ json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *ho
 		add_failure(f, "cpu-vendor", "the VM runs on a %s CPU, this host has %s",
 			    gv[0] ? gv : "(unknown)", hv[0] ? hv : "(unknown)");
 
-	for (size_t i = 0; i < sizeof(feature_regs) / sizeof(feature_regs[0]); i++) {
-		const struct feature_reg *fr = &feature_regs[i];
-		const struct kvm_cpuid_entry2 *g = find_leaf(cfg->cpuid, fr->fn, fr->idx);
-		const struct kvm_cpuid_entry2 *h = find_leaf(host->supported, fr->fn, fr->idx);
-		uint32_t want = g ? reg_of(g, fr->reg) & fr->mask : 0;
-		uint32_t have = h ? reg_of(h, fr->reg) : 0;
-		uint32_t missing = want & ~have;
-
-		if (missing)
-			add_failure(f, "cpu-features", "%s bits 0x%08x are given to the VM but "
-				    "missing on this host", fr->name, missing);
-	}
+	check_cpu_model(f, cfg, host);
+	check_cpu_features(f, cfg, host);
 	if (host->max_mem && cfg->mem_size > host->max_mem)
 		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this destination accepts "
 			    "at most %" PRIu64 " MiB (--max-mem)", cfg->mem_size >> 20,

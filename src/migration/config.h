@@ -25,6 +25,7 @@ struct mig_vm_config {
 	uint64_t mem_size;
 	unsigned ncpus;
 	struct kvm_cpuid2 *cpuid;	/* malloc'ed */
+	char cpu_model[256];		/* the model that CPUID was made from */
 	unsigned ndevices;
 	struct dev_spec devices[MIG_MAX_DEVICES];
 	bool uses_lock;

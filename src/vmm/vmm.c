@@ -22,6 +22,7 @@
 #include "boot/pvh.h"
 #include "common/file.h"
 #include "control/control.h"
+#include "core/cpumodel.h"
 #include "core/uffd.h"
 #include "core/vm.h"
 #include "devices/debug_exit.h"
@@ -193,11 +194,32 @@ static int add_devices(struct vm *vm, struct vmm *vmm, const struct dev_spec *sp
 
 /* Build the VM and its devices: from options at boot, from the received
  * config on a migration destination (mig_build_fn). */
+/* The guest's CPUID at boot: this host's, as --x-hide-host-feature leaves
+ * it, masked to --cpu.  A model the host cannot give fails here, naming
+ * what is missing. */
+static int boot_cpuid(struct vmm *vmm, struct kvm_cpuid2 **out, char *spec, size_t cap,
+		      struct kv_err *err)
+{
+	struct kvm_cpuid2 *host = NULL;
+	struct cpu_model m;
+	int r;
+
+	if ((r = cpu_model_parse(vmm->opts.cpu ? vmm->opts.cpu : "host", &m, err)) ||
+	    (r = kvm_host_cpuid(&vmm->opts.hide, &host, err)))
+		return r;
+	r = cpu_model_apply(&m, host, out, err);
+	free(host);
+	if (!r)
+		snprintf(spec, cap, "%s", m.spec);
+	return r;
+}
+
 static int build_vm(void *opaque, const struct mig_vm_config *mc, struct vm **out,
 		    struct kv_err *err)
 {
 	struct vmm *vmm = opaque;
 	struct vm_config cfg = { .mem_size = vmm->opts.mem_size, .ncpus = vmm->opts.ncpus };
+	struct kvm_cpuid2 *cpuid = NULL;
 	struct vm *vm;
 	int r;
 
@@ -208,10 +230,16 @@ static int build_vm(void *opaque, const struct mig_vm_config *mc, struct vm **ou
 		cfg.mem_size = mc->mem_size;
 		cfg.ncpus = mc->ncpus;
 		cfg.cpuid = mc->cpuid;
+		snprintf(cfg.cpu_model, sizeof(cfg.cpu_model), "%s", mc->cpu_model);
 		cfg.has_memfd = mc->local;
 		cfg.memfd = mc->local ? mc->ram_fd : -1;
+	} else {
+		if ((r = boot_cpuid(vmm, &cpuid, cfg.cpu_model, sizeof(cfg.cpu_model), err)))
+			return r;
+		cfg.cpuid = cpuid;
 	}
 	r = vm_create(&vm, &cfg, err);
+	free(cpuid);
 	if (r)
 		return r;
 	r = mc ? add_devices(vm, vmm, mc->devices, mc->ndevices, true,
@@ -542,6 +570,7 @@ static int run_incoming(struct vmm *vmm)
 		fprintf(stderr, "kvmove: %s\n", j->err.msg);
 		return 1;
 	}
+	cpu_cpuid_hide(j->supported, &vmm->opts.hide);	/* preflight sees what the VM would */
 	{
 		/* more vCPUs than the host has CPUs only when asked (--max-vcpus) */
 		long online = sysconf(_SC_NPROCESSORS_ONLN);

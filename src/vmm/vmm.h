@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
+#include "core/cpumodel.h"
 #include "devices/device.h"
 #include "migration/allow.h"
 #include "migration/migration.h"
@@ -40,7 +41,9 @@ struct vmm_options {
 	const char *lock;	/* per-VM lock file on shared storage */
 	const char *etcd;	/* --etcd: a cluster VM; its owner key decides who runs it */
 	const char *node;	/* --node: this host's name in that cluster */
-	int64_t fence_lease;	/* --fence-lease: run only while this lease lives */
+	int64_t fence_lease;
+	const char *cpu;	/* --cpu host|MODEL[,+feat,-feat] (NULL: host) */
+	struct cpu_feats hide;	/* --x-hide-host-feature: as if the host lacked these */	/* --fence-lease: run only while this lease lives */
 	uint64_t max_mem;	/* incoming: refuse bigger VMs (0 = free RAM) */
 	unsigned max_vcpus;	/* incoming: refuse more vCPUs (0 = KVM's limit) */
 	/* incoming and restore: what the VM is and may use (--expect,
