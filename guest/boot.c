@@ -6,6 +6,7 @@
 #include "boot.h"
 
 #include "clock.h"
+#include "cpuidrep.h"
 #include "lib.h"
 #include "x86.h"
 
@@ -118,6 +119,7 @@ void boot_cpu0(void)
 	/* kvmclock first: it is what CPL 3 will measure this setup with */
 	clock_cpl0_detect();
 	clock_cpl0_enable(0);
+	cpuid_capture();	/* what KVM says, for cpuid=1 */
 	idt_init();
 	cpu_tables_load(0);
 	if (boot_start_info) {

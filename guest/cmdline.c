@@ -142,6 +142,7 @@ static void parse_word(const char *w, const char *end, struct config *cfg)
 		{ "diskblocks", __builtin_offsetof(struct config, disk_blocks), false },
 		{ "diskverify", __builtin_offsetof(struct config, disk_verify), false },
 		{ "diskdepth", __builtin_offsetof(struct config, disk_depth), false },
+		{ "cpuid", __builtin_offsetof(struct config, cpuid_report), false },
 	};
 	const char *eq = w;
 

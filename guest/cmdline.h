@@ -32,6 +32,7 @@ struct config {
 	uint64_t disk_blocks;		/* 4 KiB blocks used, 0 = default (diskblocks=) */
 	uint64_t disk_verify;		/* blocks verified per second, 0 = no limit (diskverify=) */
 	uint64_t disk_depth;		/* requests in flight at most (diskdepth=) */
+	uint64_t cpuid_report;		/* 1: print the CPUID leaves it sees (cpuid=) */
 	unsigned nbad;			/* words with a known key but a bad value */
 	char bad[CMDLINE_MAX_BAD][32];
 };

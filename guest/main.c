@@ -8,6 +8,7 @@
 #include "boot.h"
 #include "clock.h"
 #include "cmdline.h"
+#include "cpuidrep.h"
 #include "console.h"
 #include "devices.h"
 #include "lib.h"
@@ -173,6 +174,8 @@ void cpu0_main(unsigned hw)
 		 "compress=%lu", cfg.cpus, mi.total_ram, wl.npages * 4096, cfg.rate, cfg.hb_us,
 		 cfg.seed, clock_name(), cfg.compress);
 	print_config_warnings(&mi, wl.npages * 4096);
+	if (cfg.cpuid_report)
+		cpuid_report();
 	for (unsigned i = 0; i < wl.nwss; i++)
 		con_line("WSS 0x%lx 0x%lx", wl.wss[i].start, wl.wss[i].end);
 
