@@ -180,7 +180,7 @@ int mig_config_from_json(json_t *j, struct mig_vm_config *cfg, struct kv_err *er
 		if ((r = get_str(j, "cpu-model", cfg->cpu_model, sizeof(cfg->cpu_model), err)))
 			return r;
 		if ((r = cpu_model_parse(cfg->cpu_model, &m, err)))
-			return kv_err_prefix(err, EBADMSG, "config");
+			return kv_err_prefix(err, -EBADMSG, "config");
 	}
 	v = json_object_get(j, "cpuid");
 	if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > MIG_MAX_CPUID)

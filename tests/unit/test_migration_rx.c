@@ -534,6 +534,9 @@ static void test_config_hostile(void **state)
 	j = good_config(); json_object_set_new(j, "name", json_string("")); expect_cfg_bad(j, "empty name");
 	j = good_config(); json_object_set_new(j, "name", json_stringn("a\0b", 3)); expect_cfg_bad(j, "NUL in name");
 	j = good_config(); json_object_del(j, "lock"); expect_cfg_bad(j, "no lock flag");
+	j = good_config(); json_object_set_new(j, "cpu-model", json_string("pentium")); expect_cfg_bad(j, "unknown CPU model");
+	j = good_config(); json_object_set_new(j, "cpu-model", json_string("x86-64,+sse9")); expect_cfg_bad(j, "unknown CPU feature");
+	j = good_config(); json_object_set_new(j, "cpu-model", json_integer(3)); expect_cfg_bad(j, "CPU model not a string");
 	j = good_config(); json_object_set_new(j, "cpuid", json_pack("[[i,i,i]]", 1, 2, 3)); expect_cfg_bad(j, "short CPUID entry");
 	j = good_config(); json_object_set_new(j, "cpuid", json_pack("[[i,i,i,i,i,i,I]]", 0, 0, 0, 0, 0, 0, (json_int_t)1 << 33)); expect_cfg_bad(j, "CPUID value > 32 bits");
 	for (int i = 0; i <= MIG_MAX_CPUID; i++)
