@@ -108,7 +108,7 @@ static const struct model_reg {
 	uint8_t reg;
 } model_regs[] = {
 	{ 1, 0, ECX }, { 1, 0, EDX }, { 7, 0, EBX }, { 7, 0, ECX }, { 7, 0, EDX },
-	{ 7, 1, EAX }, { 0xd, 1, EAX }, { 0x80000001, 0, ECX }, { 0x80000001, 0, EDX },
+	{ 7, 1, EAX }, { 7, 1, EBX }, { 7, 1, ECX }, { 7, 1, EDX }, { 0xd, 1, EAX }, { 0x80000001, 0, ECX }, { 0x80000001, 0, EDX },
 };
 
 /* AMD mirrors these CPUID.1:EDX bits in CPUID.0x80000001:EDX; where the
@@ -443,6 +443,52 @@ static void mask_xsave(struct kvm_cpuid2 *c, const struct cpu_feats *f)
 	}
 }
 
+/* Leaves that only describe a feature go with it. */
+static void drop_feature_leaves(struct kvm_cpuid2 *c, const struct cpu_feats *f)
+{
+	static const struct {
+		uint32_t fn;
+		const char *feature;
+	} owned[] = {
+		{ 0x12, "sgx" }, { 0x14, "intel_pt" }, { 0x1d, "amx_tile" }, { 0x1e, "amx_tile" },
+	};
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < c->nent; i++) {
+		bool keep = true;
+		for (size_t k = 0; k < sizeof(owned) / sizeof(owned[0]); k++)
+			if (c->entries[i].function == owned[k].fn && !feat(f, owned[k].feature))
+				keep = false;
+		if (keep)
+			c->entries[n++] = c->entries[i];
+	}
+	c->nent = n;
+}
+
+/* Leaf 7's subleaves beyond 0 only while the model uses them: 7.0:EAX
+ * (the last subleaf) says so, as QEMU's models do. */
+static void mask_leaf7(struct kvm_cpuid2 *c)
+{
+	struct kvm_cpuid_entry2 *l70 = leaf(c, 7, 0);
+	uint32_t n = 0;
+	bool sub1 = false;
+
+	for (uint32_t i = 0; i < c->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &c->entries[i];
+		if (e->function == 7 && e->index == 1)
+			sub1 = e->eax | e->ebx | e->ecx | e->edx;
+	}
+	for (uint32_t i = 0; i < c->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &c->entries[i];
+		if (e->function == 7 && e->index >= (sub1 ? 2u : 1u))
+			continue;
+		c->entries[n++] = *e;
+	}
+	c->nent = n;
+	if ((l70 = leaf(c, 7, 0)))
+		l70->eax = sub1 ? 1 : 0;
+}
+
 static int named_features(const struct cpu_model *m, const struct cpu_feats *have,
 			  struct cpu_feats *want, struct kv_err *err)
 {
@@ -514,6 +560,8 @@ int cpu_model_apply(const struct cpu_model *m, const struct kvm_cpuid2 *host,
 		if (features[i].fn == 0x40000001 && cpu_feats_has(&m->remove, i))
 			cpu_feats_set(&drop, i);
 	cpu_cpuid_hide(c, &drop);
+	drop_feature_leaves(c, &want);
+	mask_leaf7(c);
 	mask_xsave(c, &want);
 	*out = c;
 	return 0;

@@ -51,6 +51,7 @@ static struct kvm_cpuid2 *rich_host(void)
 					    .ebx = 0xa80 };
 	e[n++] = (struct kvm_cpuid_entry2){ .function = 0xd, .index = 11, .eax = 0x10,
 					    .ecx = 1 };
+	e[n++] = (struct kvm_cpuid_entry2){ .function = 0x14, .eax = 1, .ebx = 0xf };
 	e[n++] = (struct kvm_cpuid_entry2){ .function = 0x40000001, .eax = 0x01007efb };
 	e[n++] = (struct kvm_cpuid_entry2){ .function = 0x80000001, .ecx = 0xffffffff,
 					    .edx = 0xffffffff };
@@ -119,6 +120,10 @@ static void test_mask_exact(void **state)
 		assert_memory_equal(leaf(out, 0, 0), leaf(host, 0, 0), sizeof(host->entries[0]));
 		assert_int_equal(leaf(out, 1, 0)->eax, 0x806c1);
 		assert_int_equal(leaf(out, 0x40000001, 0)->eax, 0x01007efb);
+		/* no model uses leaf 7.1 or Intel PT: the leaves go, 7.0 says so */
+		assert_null(leaf(out, 7, 1));
+		assert_int_equal(leaf(out, 7, 0)->eax, 0);
+		assert_null(leaf(out, 0x14, 0));
 		free(out);
 	}
 	free(host);
@@ -175,6 +180,15 @@ static void test_xsave_consistent(void **state)
 	assert_int_equal(cpu_model_parse("host", &m, &err), 0);
 	assert_int_equal(cpu_model_apply(&m, host, &out, &err), 0);
 	assert_memory_equal(out, host, sizeof(*host) + host->nent * sizeof(host->entries[0]));
+	free(out);
+
+	/* a model with a 7.1 feature keeps that subleaf */
+	assert_int_equal(cpu_model_parse("x86-64-v4,+avx512_bf16,+intel_pt", &m, &err), 0);
+	assert_int_equal(cpu_model_apply(&m, host, &out, &err), 0);
+	assert_non_null(leaf(out, 7, 1));
+	assert_int_equal(leaf(out, 7, 1)->eax, 1u << 5);
+	assert_int_equal(leaf(out, 7, 0)->eax, 1);
+	assert_non_null(leaf(out, 0x14, 0));
 	free(out);
 	free(host);
 }
