@@ -15,6 +15,7 @@
 #include "cluster/clusterconf.h"
 #include "cluster/embedded.h"
 #include "cluster/records.h"
+#include "core/cpumodel.h"
 #include "core/mem.h"
 
 static void usage(FILE *f)
@@ -51,7 +52,10 @@ static void usage(FILE *f)
 	      "  --lease-ttl S        the node's lease (default 6 s; renewed every TTL/3)\n"
 	      "  --port-base N        incoming migrations listen from this port (default 7400)\n"
 	      "  --kvmove FILE        the kvmove binary VMMs run (default: this one)\n"
-	      "  --x-hide-feature F   testing: do not publish CPU feature F (repeatable)\n"
+	      "  --x-hide-feature F   testing: act as if this host's KVM lacked CPU feature F\n"
+	      "                       (kvmove cpu-models --features names them): not\n"
+	      "                       published, and hidden from the VMMs it starts\n"
+	      "                       (repeatable)\n"
 	      "  -h, --help           this text\n"
 	      "\n"
 	      "Stops on SIGTERM or SIGINT.  Exit status: 0 stopped, 1 could not start\n"
@@ -133,6 +137,12 @@ int cmd_agent(int argc, char **argv)
 				return KV_EXIT_USAGE;
 			break;
 		case 'H':
+			if (cpu_feature_find(optarg) < 0) {
+				fprintf(stderr, "kvmove agent: --x-hide-feature: '%s' is not a CPU "
+					"feature kvmove knows (kvmove cpu-models --features lists "
+					"them)\n", optarg);
+				return KV_EXIT_USAGE;
+			}
 			if (add(o.hide, &o.nhide, AGENT_MAX_HIDE, optarg, "--x-hide-feature"))
 				return KV_EXIT_USAGE;
 			break;

@@ -342,6 +342,9 @@ int agent_run(const struct agent_options *o, volatile sig_atomic_t *stop, struct
 	}
 	if ((r = host_probe(&a->host, o, err)))
 		goto out;
+	if (a->host.cpu_problem[0])
+		agent_log(a, "CPU features: cannot ask KVM (%s): this node offers none, so no "
+			  "VM with a named CPU model is placed here", a->host.cpu_problem);
 	if ((r = store_open(&a->st, &so, err)))
 		goto out;
 	if ((r = take_lease(a, err))) {

@@ -1,6 +1,6 @@
 /*
- * agent_host.c - what this host is (CPU vendor and features, CPUs, RAM) and
- * its address on each migration network.
+ * agent_host.c - what this host is (CPU vendor and the features its KVM
+ * offers guests, CPUs, RAM) and its address on each migration network.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "cluster/agent_int.h"
+#include "core/cpumodel.h"
+#include "core/vm.h"
 
 bool cidr_contains(const char *cidr, const char *addr)
 {
@@ -57,43 +59,69 @@ void host_addrs(struct host_info *h, const struct agent_options *o)
 	freeifaddrs(ifs);
 }
 
-static bool hidden(const struct agent_options *o, const char *f)
-{
-	for (unsigned i = 0; i < o->nhide; i++)
-		if (!strcmp(o->hide[i], f))
-			return true;
-	return false;
-}
-
-static void cpuinfo(struct host_info *h, const struct agent_options *o)
+/* The CPU vendor, from /proc/cpuinfo (what placement compares on a move:
+ * a guest sees its host's vendor). */
+static void cpu_vendor(struct host_info *h)
 {
 	FILE *f = fopen("/proc/cpuinfo", "re");
 	char *line = NULL;
 	size_t cap = 0;
-	bool got_flags = false;
 
 	snprintf(h->vendor, sizeof(h->vendor), "unknown");
 	if (!f)
 		return;
 	while (getline(&line, &cap, f) > 0) {
 		char *v = strchr(line, ':');
-		if (!v)
+
+		if (!v || strncmp(line, "vendor_id", 9))
 			continue;
 		v++;
 		v += strspn(v, " \t");
 		v[strcspn(v, "\n")] = '\0';
-		if (!strncmp(line, "vendor_id", 9)) {
-			snprintf(h->vendor, sizeof(h->vendor), "%s", v);
-		} else if (!strncmp(line, "flags", 5) && !got_flags) {
-			char *save = NULL;
-			got_flags = true;
-			for (char *t = strtok_r(v, " ", &save); t; t = strtok_r(NULL, " ", &save))
-				if (!hidden(o, t))
-					json_array_append_new(h->features, json_string(t));
-		}
+		snprintf(h->vendor, sizeof(h->vendor), "%s", v);
+		break;
 	}
 	free(line);
 	fclose(f);
+}
+
+/*
+ * The CPU features: what this host's KVM can give a guest, named as the CPU
+ * models name them (core/cpumodel.h), less --x-hide-feature's.  That is
+ * what a VM booted here on "host" gets, and what decides which named
+ * models this node runs.  Without KVM the node offers none (and says why
+ * in h->cpu_problem).
+ */
+static void cpu_features(struct host_info *h, const struct agent_options *o)
+{
+	struct cpu_feats hide = { 0 };
+	struct kvm_cpuid2 *c = NULL;
+	struct kv_err err;
+	size_t len = 0;
+
+	for (unsigned i = 0; i < o->nhide; i++) {
+		int k = cpu_feature_find(o->hide[i]);
+
+		if (k < 0)
+			continue;	/* kvmove agent checked the names */
+		cpu_feats_set(&hide, (unsigned)k);
+		len += (size_t)snprintf(h->hide_list + len, sizeof(h->hide_list) - len, "%s%s",
+					len ? "," : "", o->hide[i]);
+		if (len >= sizeof(h->hide_list))
+			len = sizeof(h->hide_list) - 1;
+	}
+	if (kvm_host_cpuid(&hide, &c, &err)) {
+		snprintf(h->cpu_problem, sizeof(h->cpu_problem), "%s", err.msg);
+		return;
+	}
+	cpu_feats_from_cpuid(c, &h->feats);
+	free(c);
+	for (unsigned i = 0; i < cpu_feature_count(); i++) {
+		if (cpu_feats_has(&hide, i))
+			cpu_feats_clear(&h->feats, i);
+		if (cpu_feats_has(&h->feats, i))
+			json_array_append_new(h->features, json_string(cpu_feature_name(i)));
+	}
 }
 
 static uint64_t meminfo(const char *field)
@@ -134,7 +162,8 @@ int host_probe(struct host_info *h, const struct agent_options *o, struct kv_err
 	h->features = json_array();
 	if (!h->features)
 		return kv_errf(err, ENOMEM, "features");
-	cpuinfo(h, o);
+	cpu_vendor(h);
+	cpu_features(h, o);
 	h->cpus = o->cpus ? o->cpus : (unsigned)(n > 0 ? n : 1);
 	h->ram_total = o->ram ? o->ram : meminfo("MemTotal");
 	h->nnets = o->nnets;

@@ -23,6 +23,7 @@
 
 #include "cluster/agent.h"
 #include "cluster/store.h"
+#include "core/cpumodel.h"
 
 #define NAME_MAX_LEN 64
 #define KEY_MAX_LEN 320
@@ -47,7 +48,10 @@ struct host_net {
 };
 struct host_info {
 	char vendor[32];
-	json_t *features;		/* array of strings */
+	json_t *features;		/* array of strings: the names of feats */
+	struct cpu_feats feats;		/* what its KVM gives a guest, less hide_list */
+	char hide_list[512];		/* --x-hide-feature's, "a,b" (VMMs get it too) */
+	char cpu_problem[KV_ERR_MAX];	/* why there are no features ("" = fine) */
 	unsigned cpus;
 	uint64_t ram_total;
 	struct host_net nets[AGENT_MAX_NETS];
