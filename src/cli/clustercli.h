@@ -136,13 +136,16 @@ void ccli_table_print(struct ccli_table *t);	/* and free it */
  * subverb. */
 int cmd_cluster_balancer(int argc, char **argv);
 int cmd_cluster_tips(int argc, char **argv);
+/* cluster cpu-baseline (cmd_cluster_cpu.c) */
+int cmd_cluster_cpu_baseline(int argc, char **argv);
 
 /* The vm verb's subverbs in their own files (cmd_vm_start.c,
- * cmd_vm_migrate.c, cmd_vm_list.c); argv[0] is the subverb. */
+ * cmd_vm_migrate.c, cmd_vm_list.c, cmd_vm_set.c); argv[0] is the subverb. */
 int cmd_vm_start(int argc, char **argv);
 int cmd_vm_migrate(int argc, char **argv);
 int cmd_vm_list(int argc, char **argv);
 int cmd_vm_show(int argc, char **argv);
+int cmd_vm_set(int argc, char **argv);
 /* cmd_node_maint.c: kvmove node maintenance; a drain record in one line
  * ("draining: 2 of 5 moved, web3 -> h4 40%, ETA 12 s") */
 int node_maintenance(int argc, char **argv);

@@ -1,7 +1,7 @@
 /*
  * cmd_vm.c - kvmove vm: the cluster's VMs (docs/CLUSTER.md).  This file
  * dispatches and has create, stop and delete; start is cmd_vm_start.c,
- * migrate cmd_vm_migrate.c, list and show cmd_vm_list.c.
+ * migrate cmd_vm_migrate.c, list and show cmd_vm_list.c, set cmd_vm_set.c.
  */
 #define _GNU_SOURCE
 #include "cli/cli.h"
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpumodel.h"
 #include "core/mem.h"
 #include "migration/config.h"
 
@@ -22,6 +23,7 @@ static void usage_vm(FILE *f)
 	      "\n"
 	      "The cluster's VMs (docs/CLUSTER.md):\n"
 	      "  create NAME --mem SIZE --cpus N --kernel FILE [...]  define a VM\n"
+	      "  set NAME --cpu MODEL     change a stopped VM's definition\n"
 	      "  start NAME [--on NODE]   run it on the best node (or NODE)\n"
 	      "  stop NAME                stop it\n"
 	      "  delete NAME              forget a stopped VM\n"
@@ -69,6 +71,16 @@ static void usage_create(FILE *f)
 	      "  -p, --priority high|medium|low\n"
 	      "                           failover order: a dead node's VMs boot elsewhere\n"
 	      "                           high first (default: medium)\n"
+	      "  -u, --cpu MODEL[,+FEAT,-FEAT...]\n"
+	      "                           the CPU its guest is given: host (the default:\n"
+	      "                           everything its node's KVM offers; it then moves\n"
+	      "                           only to nodes with all of it) or a named model\n"
+	      "                           (x86-64, x86-64-v2, compat, x86-64-v3, x86-64-v4;\n"
+	      "                           kvmove cpu-models lists them), placed only on\n"
+	      "                           nodes that offer its features, and free to move\n"
+	      "                           between them.  'kvmove cluster cpu-baseline' says\n"
+	      "                           which model every node runs.  Changed only while\n"
+	      "                           the VM is off (kvmove vm set)\n"
 	      CCLI_HELP_COMMON
 	      "\n"
 	      "exit status:\n"
@@ -182,6 +194,7 @@ static int vm_create(int argc, char **argv)
 		{ "net", required_argument, NULL, 'n' },
 		{ "restart", required_argument, NULL, 'r' },
 		{ "priority", required_argument, NULL, 'p' },
+		{ "cpu", required_argument, NULL, 'u' },
 		CCLI_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
@@ -189,6 +202,7 @@ static int vm_create(int argc, char **argv)
 	enum vm_restart restart = VM_RESTART_NEVER;
 	enum vm_priority prio = VM_PRIORITY_MEDIUM;
 	const char *kernel = NULL, *initrd = NULL, *append = "", *name;
+	struct cpu_model cpu;
 	json_t *disks = json_array(), *nets = json_array(), *spec = NULL;
 	uint64_t mem = 0;
 	long cpus = 0;
@@ -198,9 +212,10 @@ static int vm_create(int argc, char **argv)
 	bool ok = false;
 	int ch, status = KV_EXIT_USAGE, rc;
 
+	cpu_model_parse("host", &cpu, NULL);
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:n:r:p:e:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":m:c:k:i:a:d:n:r:p:u:e:jh", longopts, NULL)) != -1) {
 		if (ccli_common_opt(&c, ch, optarg))
 			continue;
 		switch (ch) {
@@ -263,6 +278,12 @@ static int vm_create(int argc, char **argv)
 				goto out;
 			}
 			break;
+		case 'u':
+			if (cpu_model_parse(optarg, &cpu, &err)) {
+				ccli_msg(&c, "--cpu: %s", err.msg);
+				goto out;
+			}
+			break;
 		case 'h':
 			usage_create(stdout);
 			status = KV_EXIT_OK;
@@ -279,11 +300,12 @@ static int vm_create(int argc, char **argv)
 		ccli_msg(&c, "--mem, --cpus and --kernel are required");
 		goto usage;
 	}
-	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:O, s:s, s:I, s:s, s:s}", "name", name,
-			 "mem", (json_int_t)mem, "cpus", (int)cpus, "kernel", kernel,
+	spec = json_pack("{s:s, s:I, s:i, s:s, s:s?, s:s, s:O, s:O, s:s, s:I, s:s, s:s, s:s}",
+			 "name", name, "mem", (json_int_t)mem, "cpus", (int)cpus, "kernel", kernel,
 			 "initrd", initrd, "append", append, "disks", disks, "nets", nets,
 			 "desired", "stopped", "created", (json_int_t)ccli_wall(), "restart",
-			 vm_restart_name(restart), "priority", vm_priority_name(prio));
+			 vm_restart_name(restart), "priority", vm_priority_name(prio),
+			 "cpu", cpu.spec);
 	text = spec ? json_dumps(spec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	if (!text) {
 		ccli_msg(&c, "out of memory");
@@ -333,9 +355,10 @@ static int vm_create(int argc, char **argv)
 		char sz[32];
 
 		ccli_fmt_bytes(sz, sizeof(sz), mem);
-		printf("%s: created (%s, %ld vCPU%s, %zu disk%s); start it with: kvmove vm "
-		       "start %s\n", name, sz, cpus, cpus == 1 ? "" : "s", json_array_size(disks),
-		       json_array_size(disks) == 1 ? "" : "s", name);
+		printf("%s: created (%s, %ld vCPU%s, %zu disk%s, CPU %s); start it with: kvmove "
+		       "vm start %s\n", name, sz, cpus, cpus == 1 ? "" : "s",
+		       json_array_size(disks), json_array_size(disks) == 1 ? "" : "s", cpu.spec,
+		       name);
 	}
 	status = KV_EXIT_OK;
 	goto out;
@@ -636,7 +659,7 @@ int cmd_vm(int argc, char **argv)
 	} subs[] = {
 		{ "create", vm_create }, { "start", cmd_vm_start }, { "stop", vm_stop },
 		{ "delete", vm_delete }, { "list", cmd_vm_list }, { "show", cmd_vm_show },
-		{ "migrate", cmd_vm_migrate },
+		{ "migrate", cmd_vm_migrate }, { "set", cmd_vm_set },
 	};
 
 	if (argc < 2) {

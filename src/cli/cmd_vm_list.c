@@ -223,6 +223,9 @@ static void show_human(const char *name, json_t *spec, const char *bad, const ch
 				snprintf(buf, sizeof(buf), "%s", r);
 			show_field("restart", buf);
 		}
+		/* a named model: the guest has exactly its features; host: those
+		 * of the node it booted on (the status's) */
+		show_field("cpu", *cluster_jstr(spec, "cpu") ? cluster_jstr(spec, "cpu") : "host");
 	}
 	vm_state(owner, st, state, sizeof(state));
 	if (owner[0] && strncmp(owner, "free:", 5))

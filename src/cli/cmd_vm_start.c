@@ -16,6 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster/vmcpu.h"
+
 /* How long a start waits for the agents to check a new VM's disks. */
 #define REACH_WAIT_MS 10000
 
@@ -173,6 +175,7 @@ static int decide(struct start_opts *o, double reach_deadline, char *node, size_
 	struct nodeset ns = { 0 };
 	struct place_verdict *v = NULL;
 	struct place_vm vm = { 0 };
+	struct vmcpu_need need;
 	struct kv_err err;
 	char owner[80], spec_key[64], owner_key[64], *text = NULL;
 	int status, idx, on = -1, rc;
@@ -209,7 +212,10 @@ static int decide(struct start_opts *o, double reach_deadline, char *node, size_
 	}
 	vm.name = o->name;
 	vm.mem = spec.mem;
-	vm.cpus = spec.cpus;	/* a fresh boot: any CPU vendor and features */
+	vm.cpus = spec.cpus;
+	/* a fresh boot: any CPU vendor; a named model's features */
+	vmcpu_need(&spec.cpu, NULL, &need);
+	vmcpu_place(&need, &vm);
 	if (o->on) {
 		on = nodeset_find(&ns, o->on);
 		if (on < 0) {

@@ -27,6 +27,7 @@
 #include "cluster/balance.h"
 #include "cluster/nodeset.h"
 #include "cluster/records.h"
+#include "cluster/vmcpu.h"
 
 #define BAL_HISTORY 12
 #define BAL_COOLDOWN_S 300.0
@@ -380,36 +381,32 @@ static bool gather(struct agent *a, const struct snap *s, const struct bal_cfg *
 	if (!in->fits)
 		return false;
 	for (size_t j = 0; j < in->nv; j++) {
-		static const char *no_features[1];
 		json_t *spec = snap_json(s, "/kvmove/vms/%s/spec", in->vms[j].name);
-		struct place_vm pv = { .name = in->vms[j].name, .features = no_features,
+		json_t *st = snap_json(s, "/kvmove/vms/%s/status", in->vms[j].name);
+		struct place_vm pv = { .name = in->vms[j].name,
 				       .exclude = in->nodes[in->vms[j].node].name };
+		struct vmcpu_need need;
+		struct cpu_model model;
 		struct nodeset ns = { 0 };
 		struct kv_err err;
 
 		pv.mem = (uint64_t)cluster_jint(spec, "mem", 0);
 		pv.cpus = (unsigned)cluster_jint(spec, "cpus", 1);
-		json_decref(spec);
-		/* a live migration: the VM keeps the CPU it booted with, which
-		 * placement compares; the status has it */
-		{
-			json_t *st = snap_json(s, "/kvmove/vms/%s/status", in->vms[j].name);
-			const char *feat[512];
-			size_t nf = 0, k;
-			json_t *f;
-
-			json_array_foreach(json_object_get(st, "cpu-features"), k, f)
-				if (json_is_string(f) && nf < 512)
-					feat[nf++] = json_string_value(f);
-			pv.cpu_vendor = json_string_value(json_object_get(st, "cpu-vendor"));
-			pv.features = nf ? feat : no_features;
-			pv.nfeatures = nf;
+		/* a live migration: the VM keeps its CPU (its named model's
+		 * features, or on host those it booted with: its status), which
+		 * placement compares; a malformed definition goes nowhere */
+		if (!cluster_vm_cpu(spec, "definition", &model, &err)) {
+			if (!st)
+				st = json_object();
+			vmcpu_need(&model, st, &need);
+			vmcpu_place(&need, &pv);
 			if (!mig_nodeset(&ns, s, in->vms[j].name, &err))
 				for (size_t t = 0; t < in->nn; t++)
 					in->fits[j * in->nn + t] = fits(&ns, in->nodes[t].name, &pv);
 			nodeset_free(&ns);
-			json_decref(st);
 		}
+		json_decref(st);
+		json_decref(spec);
 		in->vms[j].fits = &in->fits[j * in->nn];
 	}
 	return true;

@@ -33,6 +33,7 @@
 #include "cluster/arbiter_etcd.h"
 #include "cluster/nodeset.h"
 #include "cluster/records.h"
+#include "cluster/vmcpu.h"
 
 struct cand {
 	char vm[NAME_MAX_LEN];
@@ -140,15 +141,17 @@ static bool take(struct agent *a, const struct cand *c)
 static const char *place(struct agent *a, const struct snap *s, const struct cand *c,
 			 struct planned *plan, size_t nplan, char *why, size_t len)
 {
-	static const char *no_features[1];
-	struct place_vm pv = { .name = c->vm, .mem = c->spec.mem, .cpus = c->spec.cpus,
-			       .features = no_features };	/* a cold boot: any CPU */
+	struct place_vm pv = { .name = c->vm, .mem = c->spec.mem, .cpus = c->spec.cpus };
+	struct vmcpu_need need;
 	struct place_verdict *v = NULL;
 	struct nodeset ns = { 0 };
 	const char *chosen = NULL;
 	struct kv_err err;
 	int i;
 
+	/* a cold boot: any CPU that has its model's features */
+	vmcpu_need(&c->spec.cpu, NULL, &need);
+	vmcpu_place(&need, &pv);
 	if (mig_nodeset(&ns, s, c->vm, &err) || !(v = calloc(ns.n + 1, sizeof(*v)))) {
 		snprintf(why, len, "placement: %s", err.msg);
 		nodeset_free(&ns);

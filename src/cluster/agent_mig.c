@@ -34,6 +34,7 @@
 #include "cluster/nodeset.h"
 #include "cluster/placement.h"
 #include "cluster/records.h"
+#include "cluster/vmcpu.h"
 
 #define READY_TIMEOUT_S 30.0
 #define PROGRESS_EVERY_S 1.0
@@ -123,17 +124,6 @@ static void finish(struct agent *a, struct smig *m, json_t *rec, const char *sta
 }
 
 /* ---- placement input from the snapshot ---- */
-
-static size_t features(json_t *arr, const char **out, size_t max)
-{
-	size_t i, n = 0;
-	json_t *f;
-
-	json_array_foreach(arr, i, f)
-		if (json_is_string(f) && n < max)
-			out[n++] = json_string_value(f);
-	return n;
-}
 
 /* The part of the snapshot under prefix, as a list of its own. */
 static struct store_list view(const struct snap *s, const char *prefix)
@@ -235,9 +225,9 @@ static void start_queued(struct agent *a, const struct snap *s, json_t *rec, int
 	json_t *spec = snap_json(s, "/kvmove/vms/%s/spec", vm);
 	json_t *status = snap_json(s, "/kvmove/vms/%s/status", vm);
 	struct lvmm *v = lvmm_find(a, vm);
-	static const char *no_features[1];
-	const char *vfeat[512];
-	struct place_vm pv = { .name = vm, .exclude = a->o.name, .features = no_features };
+	struct vmcpu_need need;
+	struct cpu_model model;
+	struct place_vm pv = { .name = vm, .exclude = a->o.name };
 	struct place_verdict *verdicts = NULL;
 	struct nodeset ns = { 0 };
 	struct smig *m = calloc(1, sizeof(*m));
@@ -260,12 +250,17 @@ static void start_queued(struct agent *a, const struct snap *s, json_t *rec, int
 	}
 	pv.mem = (uint64_t)json_integer_value(json_object_get(spec, "mem"));
 	pv.cpus = (unsigned)json_integer_value(json_object_get(spec, "cpus"));
-	if (status) {
-		/* it runs with the features of the host it booted on */
-		pv.cpu_vendor = json_string_value(json_object_get(status, "cpu-vendor"));
-		pv.nfeatures = features(json_object_get(status, "cpu-features"), vfeat, 512);
-		pv.features = vfeat;
+	snprintf(key, sizeof(key), "/kvmove/vms/%s/spec", vm);
+	if (cluster_vm_cpu(spec, key, &model, &err)) {
+		refuse(a, rec, err.msg);
+		goto out;
 	}
+	/* a named model's features, or on host those of the host it booted on
+	 * (its status); and the vendor it booted with */
+	if (!status)
+		status = json_object();	/* none yet: a move all the same */
+	vmcpu_need(&model, status, &need);
+	vmcpu_place(&need, &pv);
 	if (mig_nodeset(&ns, s, vm, &err) || !(verdicts = calloc(ns.n + 1, sizeof(*verdicts)))) {
 		agent_log(a, "placement of %s: %s", vm, err.msg);
 		goto out;

@@ -132,6 +132,13 @@ static int add_common(struct agent *a, const char *vm, const struct vm_spec *spe
 		av[(*n)++] = "--fence-lease";
 		av[(*n)++] = bufs + 1024;
 	}
+	if (a->host.hide_list[0]) {
+		/* testing: the features this node claims not to have are not
+		 * given to guests booted here, and an incoming guest that
+		 * needs them is refused */
+		av[(*n)++] = "--x-hide-host-feature";
+		av[(*n)++] = a->host.hide_list;
+	}
 	if (a->o.tls_psk) {
 		av[(*n)++] = "--tls-psk";
 		av[(*n)++] = (char *)a->o.tls_psk;
@@ -186,6 +193,12 @@ int lvmm_start_run(struct agent *a, const char *vm, const struct vm_spec *spec,
 	}
 	av[n++] = "--append";
 	av[n++] = (char *)spec->append;
+	if (strcmp(spec->cpu.spec, "host")) {
+		/* the canonical spelling cpu_model_parse() made of the definition's
+		 * "cpu": only model and feature names from its tables */
+		av[n++] = "--cpu";
+		av[n++] = (char *)spec->cpu.spec;
+	}
 	if ((pid = net_ensure(a, vm, spec->j, err)))
 		return pid;
 	net_args(vm, spec->j, false, av, &n, nbufs);

@@ -17,6 +17,7 @@
 #include "cluster/arbiter_etcd.h"
 #include "cluster/fence.h"
 #include "cluster/records.h"
+#include "cluster/vmcpu.h"
 
 /* Is path inside one of the directories this node's storage allows? */
 static bool allowed(struct agent *a, const char *path)
@@ -231,6 +232,21 @@ static bool restart_due(struct agent *a, const char *vm, const struct vm_spec *s
 	return true;
 }
 
+/* The CPU a VM booting here is given, which its status reports and it
+ * keeps when it moves: its named model's features, or on "host" this
+ * host's (less its "-feat"s). */
+static void boot_cpu(struct agent *a, const char *vm, const struct vm_spec *spec)
+{
+	json_t *f = vmcpu_boot_features(&spec->cpu, a->host.features);
+
+	if (!f) {
+		json_object_del(a->vmcpu, vm);	/* set_status falls back on the host's */
+		return;
+	}
+	json_object_set_new(a->vmcpu, vm, json_pack("{s:s, s:o}", "cpu-vendor", a->host.vendor,
+						    "cpu-features", f));
+}
+
 static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 		   const struct vm_spec *spec, struct lvmm *v, int64_t owner_rev)
 {
@@ -263,7 +279,7 @@ static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 			 * again */
 			if (json_integer_value(failed) == owner_rev)
 				return;
-			json_object_del(a->vmcpu, vm);	/* a fresh boot: this host's CPU */
+			boot_cpu(a, vm, spec);	/* a fresh boot: this host's CPU */
 			if (lvmm_start_run(a, vm, spec, &err)) {
 				json_object_set_new(a->failed, vm, json_integer(owner_rev));
 				set_status(a, vm, "failed", 0, err.msg);
@@ -287,7 +303,7 @@ static void own_vm(struct agent *a, const struct snap *s, const char *vm,
 
 				/* a cold boot here, under the same owner key */
 				lvmm_remove(a, v);
-				json_object_del(a->vmcpu, vm);	/* this host's CPU now */
+				boot_cpu(a, vm, spec);	/* this host's CPU now */
 				if (!lvmm_start_run(a, vm, spec, &err)) {
 					v = lvmm_find(a, vm);
 					snprintf(reason, sizeof(reason), "restarted (%u of %d in %d s, "

@@ -221,6 +221,24 @@ int vm_priority_parse(const char *s, enum vm_priority *out)
 	return -EINVAL;
 }
 
+int cluster_vm_cpu(json_t *spec, const char *what, struct cpu_model *m, struct kv_err *err)
+{
+	json_t *v = json_object_get(spec, "cpu");
+	struct kv_err e;
+	char msg[KV_ERR_MAX];
+
+	if (!v || json_is_null(v))
+		return cpu_model_parse("host", m, err);
+	if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+		return kv_errf(err, EPROTO, "%s: \"cpu\" is not a string", what);
+	if (cpu_model_parse(json_string_value(v), m, &e)) {
+		/* the message quotes the value: etcd's bytes, made printable */
+		cluster_sanitize(msg, sizeof(msg), e.msg);
+		return kv_errf(err, EPROTO, "%s: \"cpu\": %s", what, msg);
+	}
+	return 0;
+}
+
 int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *out,
 		  struct kv_err *err)
 {
@@ -328,6 +346,8 @@ int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *
 		rc = kv_errf(err, EPROTO, "%s: \"priority\" is not high, medium or low", what);
 		goto bad;
 	}
+	if ((rc = cluster_vm_cpu(j, what, &out->cpu, err)))
+		goto bad;
 	out->j = j;
 	return 0;
 bad:

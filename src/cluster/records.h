@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "core/cpumodel.h"
 
 #define CLUSTER_VM_NAME_MAX 32		/* [a-z0-9][a-z0-9-]{0,31} */
 #define CLUSTER_NODE_NAME_MAX 63	/* [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
@@ -78,11 +79,17 @@ struct vm_spec {
 	enum vm_restart restart;		/* "restart": what its node's agent does
 						 * when the VMM ends on its own */
 	enum vm_priority priority;		/* "priority": failover order */
+	struct cpu_model cpu;			/* "cpu": the model its guest is given
+						 * ("host" when absent) */
 };
 
 #define CLUSTER_VM_NETS_MAX 4
 /* A bridge (network interface) name: 1..15 of [A-Za-z0-9_.-]. */
 bool cluster_ifname_ok(const char *s);
+/* The "cpu" member of a VM definition (what: the key, for the message):
+ * absent or null is "host"; anything else must be a model spec that
+ * cpu_model_parse() accepts (-EPROTO naming it otherwise). */
+int cluster_vm_cpu(json_t *spec, const char *what, struct cpu_model *m, struct kv_err *err);
 int vm_spec_parse(const char *vm, const char *text, size_t len, struct vm_spec *out,
 		  struct kv_err *err);
 void vm_spec_free(struct vm_spec *s);

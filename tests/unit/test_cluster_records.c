@@ -194,6 +194,49 @@ static void specs(void **state)
 	assert_int_equal(cluster_config_limit("nonsense", 8), 1);
 }
 
+/* "cpu": absent is host; a model is parsed (canonical spelling kept); a bad
+ * one, or one that is no string, is an error naming the field, and etcd's
+ * bytes in the message are made printable. */
+static void spec_cpu(void **state)
+{
+	static const char base[] = "{\"mem\":536870912,\"cpus\":2,\"kernel\":\"/k\"";
+	static const char *const bad[] = {
+		",\"cpu\":\"pentium\"}", ",\"cpu\":\"x86-64,+nosuch\"}", ",\"cpu\":\"x86-64,avx\"}",
+		",\"cpu\":\"\"}", ",\"cpu\":2}", ",\"cpu\":[\"x86-64\"]}",
+		",\"cpu\":\"\\u001b[31mred\"}",
+	};
+	char text[512];
+	struct vm_spec s;
+	struct kv_err err;
+
+	(void)state;
+	snprintf(text, sizeof(text), "%s}", base);
+	assert_int_equal(vm_spec_parse("web1", text, strlen(text), &s, &err), 0);
+	assert_true(s.cpu.host);
+	assert_string_equal(s.cpu.spec, "host");
+	vm_spec_free(&s);
+	snprintf(text, sizeof(text), "%s,\"cpu\":null}", base);
+	assert_int_equal(vm_spec_parse("web1", text, strlen(text), &s, &err), 0);
+	assert_true(s.cpu.host);
+	vm_spec_free(&s);
+	snprintf(text, sizeof(text), "%s,\"cpu\":\"x86-64-v2,+aes,-popcnt\"}", base);
+	assert_int_equal(vm_spec_parse("web1", text, strlen(text), &s, &err), 0);
+	assert_false(s.cpu.host);
+	assert_string_equal(s.cpu.spec, "x86-64-v2,+aes,-popcnt");
+	assert_true(cpu_feats_has(&s.cpu.feats, (unsigned)cpu_feature_find("aes")));
+	assert_false(cpu_feats_has(&s.cpu.feats, (unsigned)cpu_feature_find("popcnt")));
+	assert_true(cpu_feats_has(&s.cpu.feats, (unsigned)cpu_feature_find("sse4_2")));
+	vm_spec_free(&s);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "%s%s", base, bad[i]);
+		assert_int_equal(vm_spec_parse("web1", text, strlen(text), &s, &err), -EPROTO);
+		assert_non_null(strstr(err.msg, "/kvmove/vms/web1/spec: \"cpu\""));
+		for (const char *p = err.msg; *p; p++)
+			assert_true(*p >= 0x20 && *p < 0x7f);
+		assert_null(s.j);
+	}
+}
+
 static void migration_ids(void **state)
 {
 	char id[32], id2[32];
@@ -303,6 +346,7 @@ int main(void)
 		cmocka_unit_test(resolution_order),
 		cmocka_unit_test(names),
 		cmocka_unit_test(specs),
+		cmocka_unit_test(spec_cpu),
 		cmocka_unit_test(migration_ids),
 		cmocka_unit_test(nodes),
 	};
