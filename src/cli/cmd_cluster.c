@@ -1,5 +1,6 @@
 /*
- * cmd_cluster.c - kvmove cluster init | status: set a cluster up (the
+ * cmd_cluster.c - kvmove cluster init | status (balancer and tips:
+ * cmd_cluster_tips.c; cpu-baseline: cmd_cluster_cpu.c): set a cluster up (the
  * embedded single-machine etcd, or the kvmove keys on an existing etcd) and
  * tell how it is (etcd's members and quorum, nodes, VMs, migrations).
  */
@@ -23,6 +24,7 @@ static void usage_cluster(FILE *f)
 	      "  status             etcd's members and quorum, nodes, VMs, migrations\n"
 	      "  balancer [MODE]    show or set the load balancer: off, recommend, automatic\n"
 	      "  tips [apply ID]    the balancer's recommendations; apply one\n"
+	      "  cpu-baseline       the richest CPU model every node runs (vm create --cpu)\n"
 	      "\n"
 	      "Each takes --etcd, --json and --help.\n", f);
 }
@@ -388,6 +390,8 @@ int cmd_cluster(int argc, char **argv)
 		return cmd_cluster_balancer(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "tips"))
 		return cmd_cluster_tips(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "cpu-baseline"))
+		return cmd_cluster_cpu_baseline(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove cluster: unknown subverb '%s'\n\n", argv[1]);
 	usage_cluster(stderr);
 	return KV_EXIT_USAGE;
