@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install every Debian package kvmove needs to build, test and demo.
+# Install every Debian package kvmove needs to build, test and demo, and the
+# browser test's npm packages (tests/browser/package-lock.json).
 # Idempotent: does nothing (and needs no network) when everything is present.
 set -euo pipefail
 
@@ -24,6 +25,9 @@ PKGS=(
   # fuzzing (make fuzz, fuzz-smoke; docs/FUZZING.md): clang, libFuzzer's
   # runtime (Debian 12's clang is 14), llvm-symbolizer for readable reports
   clang libclang-rt-14-dev llvm-14
+  # the management console (docs/API.md): its HTTP server library; its
+  # browser test (tests/browser/) drives Debian's chromium with node
+  libmicrohttpd-dev chromium nodejs
 )
 
 missing=()
@@ -32,18 +36,35 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
-
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+# npm: Debian's package only where no npm exists (a nodejs from elsewhere
+# brings its own, which Debian's npm would conflict with)
+if ! command -v npm >/dev/null 2>&1 && \
+   ! dpkg-query -W -f='${Status}' npm 2>/dev/null | grep -q "install ok installed"; then
+  missing+=(npm)
 fi
 
-echo "deps.sh: installing: ${missing[*]}" >&2
 if [ "$(id -u)" -ne 0 ]; then
   SUDO=sudo
 else
   SUDO=
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "deps.sh: done" >&2
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps.sh: installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "deps.sh: done" >&2
+fi
+
+# The browser test's npm packages (puppeteer-core), exactly as the lockfile
+# pins them; only when node_modules is missing or older than the lockfile.
+# No browser download: the test drives Debian's chromium.
+browser="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+if [ -f "$browser/package-lock.json" ] && \
+   { [ ! -d "$browser/node_modules" ] || [ "$browser/package-lock.json" -nt "$browser/node_modules" ]; }; then
+  echo "deps.sh: npm ci in $browser" >&2
+  (cd "$browser" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  touch "$browser/node_modules"
+  echo "deps.sh: npm packages installed" >&2
+fi
