@@ -47,6 +47,9 @@ int cmd_vm(int argc, char **argv);
 /* kvmove migration list */
 int cmd_migration(int argc, char **argv);
 
+/* kvmove console [options] | console token add: the management console. */
+int cmd_console(int argc, char **argv);
+
 /* kvmove agent [options]: the node agent of a cluster (docs/CLUSTER.md). */
 int cmd_agent(int argc, char **argv);
 

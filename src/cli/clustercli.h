@@ -146,6 +146,8 @@ int cmd_vm_migrate(int argc, char **argv);
 int cmd_vm_list(int argc, char **argv);
 int cmd_vm_show(int argc, char **argv);
 int cmd_vm_set(int argc, char **argv);
+/* kvmove migration cancel ID (cmd_migration_cancel.c); argv[0] "cancel". */
+int cmd_migration_cancel(int argc, char **argv);
 /* cmd_node_maint.c: kvmove node maintenance; a drain record in one line
  * ("draining: 2 of 5 moved, web3 -> h4 40%, ETA 12 s") */
 int node_maintenance(int argc, char **argv);

@@ -18,6 +18,7 @@
 static void usage_migration(FILE *f)
 {
 	fputs("usage: kvmove migration list [--all]\n"
+	      "       kvmove migration cancel ID   (see kvmove migration cancel --help)\n"
 	      "\n"
 	      "The cluster's migrations: queued (in queue order), running (with their\n"
 	      "progress), and the 20 most recently finished (--all: every finished one).\n"
@@ -117,6 +118,8 @@ int cmd_migration(int argc, char **argv)
 	bool all = false;
 	int ch, status = KV_EXIT_OK, rc;
 
+	if (argc >= 2 && !strcmp(argv[1], "cancel"))
+		return cmd_migration_cancel(argc - 1, argv + 1);
 	if (argc < 2 || (strcmp(argv[1], "list") && strcmp(argv[1], "-h") &&
 			 strcmp(argv[1], "--help") && strcmp(argv[1], "help"))) {
 		if (argc >= 2)

@@ -22,11 +22,12 @@ static void usage(FILE *f)
 	      "  cpu-models  the CPU models a VM can be given, and which this host runs\n"
 	      "\n"
 	      "Cluster verbs (docs/CLUSTER.md; they talk to etcd):\n"
-	      "  cluster    init | status: the cluster's etcd\n"
+	      "  cluster    init | status | balancer | tips | cpu-baseline\n"
 	      "  node       list | show | set | maintenance: the hosts running 'kvmove agent'\n"
-	      "  vm         create | start | stop | delete | list | show | migrate\n"
-	      "  migration  list: queued, running and recent migrations\n"
+	      "  vm         create | start | stop | delete | list | show | migrate | set\n"
+	      "  migration  list | cancel: queued, running and recent migrations\n"
 	      "  agent      run this host's node agent (kvmove agent --help)\n"
+	      "  console    serve the management console: web page, API, metrics\n"
 	      "\n"
 	      "Every verb takes --help.  Exit status: 0 ok, 1 failed, 2 usage error,\n"
 	      "5 the VMM's control socket could not be reached; migrate and save add\n"
@@ -71,6 +72,8 @@ int main(int argc, char **argv)
 		return cmd_vm(argc - 1, argv + 1);
 	if (!strcmp(verb, "migration"))
 		return cmd_migration(argc - 1, argv + 1);
+	if (!strcmp(verb, "console"))
+		return cmd_console(argc - 1, argv + 1);
 	if (!strcmp(verb, "agent"))
 		return cmd_agent(argc - 1, argv + 1);
 	fprintf(stderr, "kvmove: unknown verb '%s'\n\n", verb);

@@ -99,6 +99,7 @@ struct smig {
 	unsigned nnets;
 	double t_phase;			/* when the phase began (CLOCK_MONOTONIC s) */
 	double t_progress;		/* last progress write */
+	bool cancel_sent;		/* migration cancel: migrate_cancel told the VMM */
 	json_t *attempts;		/* [{network, result, reason}] */
 	struct smig *next;
 };

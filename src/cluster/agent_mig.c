@@ -112,6 +112,8 @@ static void finish(struct agent *a, struct smig *m, json_t *rec, const char *sta
 	if (m) {
 		snprintf(key, sizeof(key), "/kvmove/incoming/%s/%s", m->to, m->vm);
 		(void)store_delete(a->st, key, NULL);
+		snprintf(key, sizeof(key), "/kvmove/migration-cancel/%s", m->id);
+		(void)store_delete(a->st, key, NULL);
 		release_slots(a, m->id);
 		for (struct smig **pp = &a->migs; *pp; pp = &(*pp)->next)
 			if (*pp == m) {
@@ -626,6 +628,18 @@ void mig_reconcile(struct agent *a, const struct snap *s)
 		}
 		json_decref(rec);
 	}
+	/* cancel requests for migrations that ended (or never were) go */
+	snap_range(s, "/kvmove/migration-cancel/", &b, &e);
+	for (size_t i = b; i < e; i++) {
+		const char *id = s->l.kvs[i].key + strlen("/kvmove/migration-cancel/");
+		json_t *rec = snap_json(s, "/kvmove/migrations/%s", id);
+		const char *from = json_string_value(json_object_get(rec, "from"));
+		if (!rec || (from && !strcmp(from, a->o.name) &&
+			     cluster_migration_state_terminal(
+				     json_string_value(json_object_get(rec, "state")))))
+			(void)store_delete(a->st, s->l.kvs[i].key, NULL);
+		json_decref(rec);
+	}
 	/* one at a time from our queue, in order */
 	if (head) {
 		bool busy = false;
@@ -647,6 +661,22 @@ void mig_reconcile(struct agent *a, const struct snap *s)
 			continue;
 		}
 		ensure_slots(a, s, m);
+		/* kvmove migration cancel: before GO the VM stays here */
+		if (snap_get(s, "/kvmove/migration-cancel/%s", m->id)) {
+			struct kv_err cerr;
+			if (m->phase == SM_WAIT_READY) {
+				finish(a, m, rec, "cancelled", "cancelled on request");
+				json_decref(rec);
+				continue;
+			}
+			if (!m->cancel_sent) {
+				m->cancel_sent = true;
+				agent_log(a, "migration %s of %s: cancel requested", m->id, m->vm);
+				if (lvmm_exec(a, m->vm, "migrate_cancel", NULL, NULL, &cerr))
+					agent_log(a, "migration %s: migrate_cancel: %s", m->id,
+						  cerr.msg);
+			}
+		}
 		if (m->phase == SM_WAIT_READY) {
 			ready = snap_json(s, "/kvmove/incoming-ready/%s/%s", m->to, m->vm);
 			if (ready && !strcmp(json_string_value(json_object_get(ready, "migration")) ?: "",

@@ -536,7 +536,7 @@ static int place_data(struct ram_decoder *dec, const struct ram_plan *pl, const 
 	int r;
 
 	for (uint32_t i = 0; i < pl->count; i++) {
-		const uint8_t *page;
+		const uint8_t *page = NULL;	/* set by next_page (gcc -O3 cannot see it) */
 		if (pl->zero[i])
 			continue;
 		if ((r = next_page(dec, pl, i, &w, pl->hva[i], &page, err)))
