@@ -268,6 +268,27 @@ def test(h):
                                              or {}).get("state") in ("completed", "failed"),
            timeout=120)
 
+    # a running migration, cancelled: a guest dirtying faster than a 1 ms
+    # downtime allows keeps it in pre-copy; the VM stays on its node
+    c.vm_create("busy1", mem="512M", wss="256M", rate=400)
+    c.cli("vm", "start", "busy1", "--on", "h1")
+    c.wait_state("busy1", "running", "h1")
+    c.wait_verified("busy1", "h1")
+    run = A.expect(202, "POST", "/api/vms/busy1/migrate", {"to": "h2", "downtime_ms": 1})[0]
+    c.wait("busy1's migration to run", lambda: (c.get_json("/kvmove/migrations/%s" % run["id"])
+                                                or {}).get("state") == "running", timeout=60)
+    j, _ = A.expect(200, "POST", "/api/migrations/%s/cancel" % run["id"])
+    mig = c.get_json("/kvmove/migrations/%s" % run["id"])
+    check(mig["state"] == "cancelled", "running migration after cancel: %r" % mig)
+    check(c.get("/kvmove/migration-cancel/%s" % run["id"]) is None,
+          "the cancel request outlived its migration")
+    c.wait_state("busy1", "running", "h1")
+    c.wait_verified("busy1", "h1")
+    h.log("running migration cancelled through the API: %s (%s)"
+          % (j["result"], mig.get("reason")))
+    A.expect(200, "POST", "/api/vms/busy1/stop")
+    c.wait_state("busy1", "stopped")
+
     # maintenance through the API drains h2
     A.expect(200, "POST", "/api/nodes/h2/maintenance", {"on": True})
     c.wait("h2 drained", lambda: (c.get_json("/kvmove/drains/h2") or {}).get("state")
