@@ -31,22 +31,12 @@ struct request {
 
 /* ---- credentials ---- */
 
-/* The user a request authenticates as (a copy), or false. */
-static bool authenticate(struct console *c, struct MHD_Connection *conn,
-			 struct console_user *out, bool *by_cookie)
+/* The user with this token (a copy), the file read again if it changed. */
+static bool lookup(struct console *c, const char *tok, struct console_user *out)
 {
-	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-	const char *tok = NULL;
 	const struct console_user *u;
 	bool ok = false;
 
-	*by_cookie = false;
-	if (h && !strncasecmp(h, "Bearer ", 7))
-		tok = h + 7;
-	else if ((tok = MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, COOKIE)))
-		*by_cookie = true;
-	if (!tok)
-		return false;
 	pthread_mutex_lock(&c->lock);
 	if (console_tokens_stale(c->o.tokens, c->tokens)) {
 		struct console_tokens *t = calloc(1, sizeof(*t));
@@ -68,6 +58,21 @@ static bool authenticate(struct console *c, struct MHD_Connection *conn,
 	}
 	pthread_mutex_unlock(&c->lock);
 	return ok;
+}
+
+/* The user a request authenticates as (a copy), or false. */
+static bool authenticate(struct console *c, struct MHD_Connection *conn,
+			 struct console_user *out, bool *by_cookie)
+{
+	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+	const char *tok = NULL;
+
+	*by_cookie = false;
+	if (h && !strncasecmp(h, "Bearer ", 7))
+		tok = h + 7;
+	else if ((tok = MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, COOKIE)))
+		*by_cookie = true;
+	return tok && lookup(c, tok, out);
 }
 
 /* ---- answers ---- */
@@ -227,7 +232,6 @@ static enum MHD_Result login(struct console *c, struct request *rq, struct MHD_C
 {
 	json_t *j = json_loadb(rq->body ? rq->body : "", rq->n, 0, NULL);
 	const char *tok = json_string_value(json_object_get(j, "token"));
-	const struct console_user *u = NULL;
 	struct console_user copy;
 	char cookie[256];
 
@@ -236,11 +240,7 @@ static enum MHD_Result login(struct console *c, struct request *rq, struct MHD_C
 		answer_error(a, 400, "send {\"token\": \"...\"}");
 		return send_answer(conn, a, NULL);
 	}
-	pthread_mutex_lock(&c->lock);
-	if ((u = console_tokens_find(c->tokens, tok)))
-		copy = *u;
-	pthread_mutex_unlock(&c->lock);
-	if (!u) {
+	if (!lookup(c, tok, &copy)) {
 		json_decref(j);
 		fprintf(stderr, "kvmove console: a login with an unknown token was refused\n");
 		answer_error(a, 401, "unknown token");
