@@ -487,8 +487,9 @@ function chart(id) {
     g.append(t);
     return g;
   }
-  const tmax = Math.max(r[r.length - 1].t, 1e-3);
-  const X = (t) => P + (W - 2 * P) * (r.length === 1 ? 1 : t / tmax);
+  const tmin = r[0].t;
+  const span = Math.max(r[r.length - 1].t - tmin, 1e-3);
+  const X = (t) => P + (W - 2 * P) * (r.length === 1 ? 1 : (t - tmin) / span);
   const Y = (b) => H - P - (H - 2 * P - 10) * (b / peak);
   let prevRound = r[0].round;
   for (const x of r) {

@@ -4,7 +4,8 @@
 // also be run by hand against any console:
 //
 //   node tests/browser/console.mjs --url http://127.0.0.1:8480 --token ADMIN \
-//       --read-token READER --out /tmp/shots --vm web1 --to h3 --ro-vm db1 --drain h2
+//       --read-token READER --out /tmp/shots --vm web1 --to h3 --ro-vm db1 --drain h2 \
+//       --quick-vm app1 --nodes h1,h2,h3 --vms web1,db1,app1
 //
 // Steps (a screenshot after each, in --out):
 //   1. a wrong token is refused (the 401 message shows); the read-only user
@@ -15,7 +16,9 @@
 //      in the history with a downtime figure
 //   4. maintenance on for --drain by its button: the card says draining,
 //      then drained
-//   5. the event log shows the admin's actions and the reader's refusal
+//   5. --quick-vm: Stop, then Start, then Quick (to "best") by its buttons:
+//      stopped, running, then its quick migration lands in the history
+//   6. the event log shows the admin's actions and the reader's refusal
 // It prints one JSON object (what it saw) on stdout and exits 0, or prints
 // what went wrong on stderr and exits 1.
 import fs from 'node:fs';
@@ -25,6 +28,7 @@ import puppeteer from 'puppeteer-core';
 function parseArgs(argv) {
   const a = {
     chromium: '/usr/bin/chromium', timeout: 120, vm: 'web1', to: 'h3', 'ro-vm': 'db1', drain: 'h2',
+    'quick-vm': 'app1',
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -237,7 +241,38 @@ async function main() {
     step(`${args.drain} shows drained`, states[states.length - 1]);
     await shot(page, 'drained');
 
-    // ---- 5. the event log ----
+    // ---- 5. stop, start and quick-migrate one VM by its buttons ----
+    const qrow = `#vms tr[data-vm="${args['quick-vm']}"]`;
+    const rowState = (want) => page.waitForFunction((sel, w) => {
+      const tr = document.querySelector(sel);
+      return tr && tr.dataset.state === w && !tr.dataset.migrating;
+    }, {}, qrow, want);
+    await page.click(`${qrow} button[data-action=stop]`);
+    await rowState('stopped');
+    step(`clicked stop ${args['quick-vm']}: stopped`);
+    await page.click(`${qrow} button[data-action=start]`);
+    await rowState('running');
+    const qfrom = await page.$eval(qrow, (r) => r.dataset.node);
+    step(`clicked start ${args['quick-vm']}: running on ${qfrom}`);
+    await page.waitForFunction((sel) => !document.querySelector(`${sel} button[data-action=quick]`).disabled, {}, qrow);
+    await page.select(`${qrow} select[data-role=migrate-to]`, 'best');
+    await page.click(`${qrow} button[data-action=quick]`);
+    await page.waitForFunction((vm, from) => {
+      const tr = Array.from(document.querySelectorAll(`#history tr[data-vm="${vm}"]`))
+        .find((r) => r.cells[3] && r.cells[3].textContent === 'quick' && r.cells[2].textContent.startsWith(from));
+      return tr && tr.dataset.result && tr.querySelector('td.downtime').dataset.ms !== '';
+    }, {}, args['quick-vm'], qfrom);
+    await rowState('running');
+    seen.quick = await page.$eval(`#history tr[data-vm="${args['quick-vm']}"]`, (tr) => ({
+      id: tr.dataset.migration, result: tr.dataset.result,
+      downtimeMs: Number(tr.querySelector('td.downtime').dataset.ms),
+      cells: Array.from(tr.cells).slice(0, 9).map((c) => c.textContent),
+    }));
+    seen.quick.node = await page.$eval(qrow, (r) => r.dataset.node);
+    step(`clicked quick (best) for ${args['quick-vm']}`, seen.quick);
+    await shot(page, 'quick-migration');
+
+    // ---- 6. the event log ----
     await page.waitForFunction(() => document.querySelectorAll('#events li').length >= 2);
     seen.events = await page.$$eval('#events li', (ls) => ls.map((l) => ({
       action: l.dataset.action, who: l.dataset.who, status: l.dataset.status, text: l.textContent,

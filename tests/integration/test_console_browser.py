@@ -14,6 +14,8 @@ verifying guests).
     downtime the migration record holds; web1 runs and verifies on h3
   - clicking "Maintenance on" on h2's card: the card says draining, then
     drained; /kvmove/drains/h2 says drained and h2's VMs verify elsewhere
+  - app1's Stop, Start and Quick buttons: stopped, running again, then a
+    quick migration in the history; app1 verifies where the record says
   - the event log shows the admin's actions and the reader's refusal
 
 A screenshot after each step is kept in BUILD/test-artifacts/console/.
@@ -154,7 +156,7 @@ def test(h):
     h.add_cleanup(lambda: keep_shots(h, shots))
     rc, seen = run_browser(h, node, [
         "--url", url, "--token", admin, "--read-token", reader, "--out", shots,
-        "--vm", "web1", "--to", "h3", "--ro-vm", "db1", "--drain", "h2",
+        "--vm", "web1", "--to", "h3", "--ro-vm", "db1", "--drain", "h2", "--quick-vm", "app1",
         "--nodes", "h1,h2,h3", "--vms", "web1,db1,app1", "--timeout", "120"], timeout=300)
     h.log("the browser saw: %s" % json.dumps({k: v for k, v in seen.items()
                                               if k not in ("events", "nodeCards", "vmRows")}))
@@ -197,6 +199,11 @@ def test(h):
     c.wait_verified("web1", "h3")
     moving = sorted({p["pct"] for p in mig["progress"] if p["pct"] > 0})
     check(len(moving) >= 2, "the progress bar was not seen moving: %s" % mig["progress"])
+    check(any(p["eta"] not in ("-", "") for p in mig["progress"]),
+          "no ETA was shown: %s" % mig["progress"])
+    check(max(p["points"] for p in mig["progress"]) >= 2 and seen["history"]["chartPoints"] >= 2,
+          "the throughput chart drew %s points in flight, %s in the history"
+          % ([p["points"] for p in mig["progress"]], seen["history"]["chartPoints"]))
     hist = seen["history"]
     down = rec["stats"]["downtime-ms"]
     check(hist["result"] == "completed" and hist["downtimeMs"] == down,
@@ -216,8 +223,23 @@ def test(h):
         c.wait_verified(vm, n)
     h.log("h2's card: %s" % " | ".join(s["text"] for s in seen["drain"]))
 
-    # 5. the event log
+    # 5. stop, start, quick migration by the buttons
+    q = seen["quick"]
+    qrec = c.get_json("/kvmove/migrations/" + q["id"])
+    check(qrec and qrec.get("quick") and qrec.get("state") == "completed"
+          and q["result"] == "completed" and q["downtimeMs"] == qrec["stats"]["downtime-ms"],
+          "app1's quick migration: page %s, record %r" % (q, qrec))
+    check(c.owner("app1") == qrec["to"] == q["node"],
+          "app1 is on %r; the record says %r, the page %r" % (c.owner("app1"), qrec["to"], q["node"]))
+    c.wait_verified("app1", qrec["to"])
+    h.log("app1: stopped, started on %s, quick-migrated to %s: %s"
+          % (qrec["from"], qrec["to"], q["cells"]))
+
+    # 6. the event log
     ev = seen["events"]
+    for action in ("vms.stop", "vms.start"):
+        check(any(e["who"] == "admin" and e["action"] == action and e["status"] == "200"
+                  for e in ev), "the event log lacks the admin's %s: %s" % (action, ev))
     check(any(e["who"] == "admin" and e["action"] and "migrate" in e["action"]
               and e["status"].startswith("2") for e in ev),
           "the event log lacks the admin's migrate: %s" % ev)
@@ -225,7 +247,7 @@ def test(h):
           "the event log lacks the admin's maintenance: %s" % ev)
     check(any(e["who"] == "viewer" and e["status"] == "403" for e in ev),
           "the event log lacks the reader's refusal: %s" % ev)
-    check(len(seen["shots"]) >= 7, "screenshots: %s" % seen["shots"])
+    check(len(seen["shots"]) >= 8, "screenshots: %s" % seen["shots"])
     h.log("browser steps: %s" % "; ".join("%.1f s %s" % (s["t"], s["what"])
                                            for s in seen["steps"]))
     h.log("whole test %.1f s, the browser's part %.1f s" % (now() - t_start, seen["seconds"]))
