@@ -39,6 +39,7 @@ struct cand {
 	char vm[NAME_MAX_LEN];
 	char dead[NAME_MAX_LEN];
 	int64_t owner_mod;
+	bool handover;		/* the owner key says free:... (a cut hand-over) */
 	struct vm_spec spec;
 };
 
@@ -114,8 +115,11 @@ static void report(struct agent *a, const struct snap *s, const struct cand *c,
 		agent_log(a, "VM %s: %s: %s", c->vm, state, reason);
 }
 
-/* Take the VM: owner dead -> us, if both still hold. */
-static bool take(struct agent *a, const struct cand *c)
+/* Set the owner key to node if it is unchanged and the dead node's record
+ * still absent: take the VM (node = us), or give a cut hand-over back to
+ * its dead source (a restart-never VM: it waits for that node, as it would
+ * have without the hand-over). */
+static bool set_owner(struct agent *a, const struct cand *c, const char *node)
 {
 	char okey[KEY_MAX_LEN], nkey[KEY_MAX_LEN];
 	struct store_cmp cmps[2];
@@ -129,7 +133,7 @@ static bool take(struct agent *a, const struct cand *c)
 				      .num = c->owner_mod };
 	cmps[1] = (struct store_cmp){ .key = nkey, .target = STORE_CMP_CREATE,
 				      .result = STORE_EQ, .num = 0 };
-	op = (struct store_op){ .type = STORE_OP_PUT, .key = okey, .value = a->o.name };
+	op = (struct store_op){ .type = STORE_OP_PUT, .key = okey, .value = node };
 	if (store_txn(a->st, cmps, 2, &op, 1, NULL, 0, &ok, NULL, &err)) {
 		agent_log(a, "failover of %s: %s", c->vm, err.msg);
 		return false;
@@ -182,6 +186,25 @@ static const char *place(struct agent *a, const struct snap *s, const struct can
 	return chosen;
 }
 
+/* The node a VM's owner key puts it on, for failover: the owner itself,
+ * or, during a hand-over ("free:TOKEN": the source let go, the destination
+ * has not taken it yet), the node its status says it ran on: if that
+ * source died in the middle, no GO can come any more and the VM would
+ * otherwise stay unowned forever.  A destination that did get GO races
+ * set_owner() on the owner key's revision: exactly one of them wins. */
+static const char *owner_node(const struct snap *s, const char *vm, const struct store_kv *owner,
+			      char *buf, size_t len)
+{
+	json_t *st;
+
+	if (strncmp(owner->value, "free:", 5))
+		return owner->value;
+	st = snap_json(s, "/kvmove/vms/%s/status", vm);
+	snprintf(buf, len, "%s", cluster_jstr(st, "node"));
+	json_decref(st);
+	return buf;
+}
+
 /* The candidates: VMs whose owner key names a node without a record. */
 static size_t candidates(struct agent *a, const struct snap *s, struct cand **out)
 {
@@ -194,6 +217,8 @@ static size_t candidates(struct agent *a, const struct snap *s, struct cand **ou
 		const struct store_kv *owner;
 		struct cand c = { 0 };
 		struct kv_err err;
+		char nbuf[NAME_MAX_LEN];
+		const char *node;
 
 		slash = strchr(key, '/');
 		if (!slash || strcmp(slash, "/spec") || (size_t)(slash - key) >= sizeof(c.vm))
@@ -202,10 +227,11 @@ static size_t candidates(struct agent *a, const struct snap *s, struct cand **ou
 		if (!cluster_vm_name_ok(c.vm))
 			continue;
 		owner = snap_get(s, "/kvmove/vms/%s/owner", c.vm);
-		/* "free:..." is a hand-over under way: its migration decides */
-		if (!owner || !cluster_node_name_ok(owner->value) || strlen(owner->value) >=
-		    sizeof(c.dead) || !strcmp(owner->value, a->o.name) ||
-		    snap_get(s, "/kvmove/nodes/%s", owner->value))
+		if (!owner)
+			continue;
+		node = owner_node(s, c.vm, owner, nbuf, sizeof(nbuf));
+		if (!cluster_node_name_ok(node) || strlen(node) >= sizeof(c.dead) ||
+		    !strcmp(node, a->o.name) || snap_get(s, "/kvmove/nodes/%s", node))
 			continue;
 		if (vm_spec_parse(c.vm, s->l.kvs[i].value, s->l.kvs[i].vlen, &c.spec, &err))
 			continue;
@@ -213,8 +239,9 @@ static size_t candidates(struct agent *a, const struct snap *s, struct cand **ou
 			vm_spec_free(&c.spec);
 			continue;
 		}
-		snprintf(c.dead, sizeof(c.dead), "%s", owner->value);
+		snprintf(c.dead, sizeof(c.dead), "%s", node);
 		c.owner_mod = owner->mod_rev;
+		c.handover = !strncmp(owner->value, "free:", 5);
 		if (n == cap) {
 			struct cand *nv = realloc(v, (cap = cap ? 2 * cap : 8) * sizeof(*v));
 			if (!nv) {
@@ -227,6 +254,46 @@ static size_t candidates(struct agent *a, const struct snap *s, struct cand **ou
 	}
 	*out = v;
 	return n;
+}
+
+/* The dead node's unfinished migrations of a VM we took end "failed": no
+ * agent of theirs is left to end them (a node that comes back would find
+ * its VMM gone and say the same). */
+static void end_migrations(struct agent *a, const struct snap *s, const struct cand *c)
+{
+	size_t b, e;
+
+	snap_range(s, "/kvmove/migrations/", &b, &e);
+	for (size_t i = b; i < e; i++) {
+		const struct store_kv *kv = &s->l.kvs[i];
+		json_t *rec = json_loadb(kv->value, kv->vlen, 0, NULL);
+		struct kv_err err;
+		char reason[200];
+		bool ok;
+
+		if (json_is_object(rec) && !strcmp(cluster_jstr(rec, "vm"), c->vm) &&
+		    !strcmp(cluster_jstr(rec, "from"), c->dead) &&
+		    !cluster_migration_state_terminal(cluster_jstr(rec, "state"))) {
+			snprintf(reason, sizeof(reason), "its source node %s died; %s failed over",
+				 c->dead, c->vm);
+			json_object_set_new(rec, "state", json_string("failed"));
+			json_object_set_new(rec, "reason", json_string(reason));
+			json_object_set_new(rec, "finished", json_real(agent_wall()));
+			{
+				char *text = json_dumps(rec, JSON_COMPACT);
+				const struct store_cmp cmp = { .key = kv->key, .target = STORE_CMP_MOD,
+							       .result = STORE_EQ,
+							       .num = kv->mod_rev };
+				const struct store_op put = { .type = STORE_OP_PUT, .key = kv->key,
+							      .value = text };
+				if (text && store_txn(a->st, &cmp, 1, &put, 1, NULL, 0, &ok, NULL,
+						      &err))
+					agent_log(a, "migration record %s: %s", kv->key, err.msg);
+				free(text);
+			}
+		}
+		json_decref(rec);
+	}
 }
 
 /* Am I the first live node by name (the one that reports)? */
@@ -269,6 +336,8 @@ void failover_reconcile(struct agent *a, const struct snap *s)
 		int busy = 0;
 
 		if (c[i].spec.restart == VM_RESTART_NEVER) {
+			if (rep && c[i].handover && !set_owner(a, &c[i], c[i].dead))
+				continue;	/* changed meanwhile: look again next pass */
 			if (rep) {
 				snprintf(reason, sizeof(reason), "node %s is down (its lease "
 					 "expired); restart policy never: not booted elsewhere",
@@ -303,11 +372,12 @@ void failover_reconcile(struct agent *a, const struct snap *s)
 			report(a, s, &c[i], "fencing", reason);
 			continue;
 		}
-		if (!take(a, &c[i]))
+		if (!set_owner(a, &c[i], a->o.name))
 			continue;	/* someone else did, or the node came back */
 		snprintf(reason, sizeof(reason), "failed over from %s (its lease expired), "
 			 "priority %s", c[i].dead, vm_priority_name(c[i].spec.priority));
 		agent_log(a, "VM %s: %s", c[i].vm, reason);
+		end_migrations(a, s, &c[i]);
 		json_object_del(a->failed, c[i].vm);
 		json_object_set_new(a->restart_why, c[i].vm, json_string(reason));
 	}

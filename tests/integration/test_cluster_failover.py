@@ -19,6 +19,10 @@ guests with disks on shared storage).
      never runs web1 again.
   4. Only the agent of db1's node dies, its VMMs alive: db1's VMM fences
      itself (nobody renews the lease) and db1 boots elsewhere.
+  5. The node running web1 dies in the middle of a hand-over: its VMM had
+     let the owner key go (free:TOKEN) before GO.  web1 boots elsewhere;
+     the cut migration's record ends failed.  scratch (restart never), cut
+     the same way, gets its owner key back to that node and is node-down.
   Throughout, a sampler reads the disk locks of every VMM process every
   20 ms (/proc/PID/fdinfo): at no instant do two VMMs hold the same disk.
 
@@ -26,12 +30,14 @@ The times from node death (and from the cut) to the VMs running elsewhere
 are printed for the record, not asserted.
 """
 import fcntl
+import json
 import os
 import signal
 import subprocess
 import threading
 import time
 
+import etcdlib
 import kvcluster
 import kvtest
 from kvtest import check, now
@@ -318,6 +324,48 @@ def test(h):
         check_disk_ok(c, "db1", st["node"])
         h.log("%s's agent killed -> db1's VMM fenced after %.1f s, db1 running on %s"
               % (node, t_fenced, st["node"]))
+        c.agents[node].start()
+
+        # 5. the source dies in the middle of a hand-over: its VMM had let
+        #    the owner key go ("free:TOKEN") and died before GO, so no
+        #    destination can take it; the cluster boots web1 elsewhere and
+        #    ends the cut migration's record
+        node = status(c, "web1")["node"]
+        vmms = c.agents[node].vmm_pids()
+        c.agents[node].kill()
+        for p in vmms:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        other = next(n for n in sorted(c.agents) if n != node)
+        mid = "m20261205000000-handov"
+        ep = c.etcd.endpoints()
+        etcdlib.put(ep, "/kvmove/migrations/" + mid, json.dumps(
+            {"id": mid, "vm": "web1", "from": node, "to": other, "state": "running",
+             "requested": time.time()}))
+        etcdlib.put(ep, "/kvmove/vms/web1/owner", "free:0123456789abcdef")
+        scratch_cut = status(c, "scratch").get("node") == node
+        if scratch_cut:     # restart never: it goes back to waiting for its node
+            etcdlib.put(ep, "/kvmove/vms/scratch/owner", "free:fedcba9876543210")
+        t_cut = now()
+        st = c.wait("web1 to run elsewhere after its hand-over was cut",
+                    lambda: running_elsewhere(c, "web1", node), timeout=120)
+        t_web1 = now() - t_cut
+        check("failed over from %s" % node in (st.get("reason") or ""), "web1: %r" % st)
+        rec = c.get_json("/kvmove/migrations/" + mid)
+        check(rec["state"] == "failed" and "died" in rec.get("reason", ""),
+              "the cut migration's record: %r" % rec)
+        fresh_console(c, "web1", st["node"])
+        c.wait_verified("web1", st["node"])
+        check_disk_ok(c, "web1", st["node"])
+        h.log("%s died with web1's owner key free:... -> web1 running on %s after %.1f s; "
+              "record: %s" % (node, st["node"], t_web1, rec["reason"]))
+        check(scratch_cut, "scratch was not on %s: this case did not run" % node)
+        c.wait("scratch's owner key back to %s" % node, lambda: c.owner("scratch") == node,
+               timeout=60)
+        c.wait("scratch to be node-down", lambda: status(c, "scratch").get("state") ==
+               "node-down", timeout=60)
         c.agents[node].start()
     finally:
         sampler.finish()
