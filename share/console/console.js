@@ -547,9 +547,9 @@ function renderNodes(c, mig) {
     const load = Array.isArray(r.load) ? num(r.load[0]) : null;
     const ramT = num(r['ram-total']);
     const ramU = num(r['ram-used']);
-    const onIt = Array.isArray(r.vms) ? r.vms.slice()
-      : vms.filter((v) => vmNode(v) === n.name).map((v) => v.name);
-    onIt.sort();
+    // the VMs whose owner it is (as in the VM table; the node record's own
+    // list follows a little later)
+    const onIt = vms.filter((v) => vmNode(v) === n.name).map((v) => v.name).sort();
     const limit = num(n['migration-limit']);
     const used = slotsInUse(n, mig);
     const maint = inMaintenance(n);
@@ -699,8 +699,21 @@ function renderMigrations(c, mig) {
 
 function renderHistory(c, mig) {
   const when = (m) => num(m.finished) || num(m.requested) || 0;
-  const rows = mig.finished.filter((m) => m && m.id).slice().sort((a, b) => when(b) - when(a));
+  const all = mig.finished.filter((m) => m && m.id);
+  // one VM's history, or everyone's: the VMs to choose from are those listed
+  const pick = $('#history-vm');
+  const vmNames = new Set(all.map((m) => m.vm));
+  for (const v of Array.isArray(c.vms) ? c.vms : []) if (v) vmNames.add(v.name);
+  const names = ['', ...Array.from(vmNames).filter(Boolean).sort()];
+  if (Array.from(pick.options).map((o) => o.value).join('\n') !== names.join('\n')) {
+    const keep = pick.value;
+    pick.replaceChildren(...names.map((n) => el('option', { value: n, text: n || 'all VMs' })));
+    pick.value = names.includes(keep) ? keep : '';
+  }
+  const only = pick.value;
+  const rows = all.filter((m) => !only || m.vm === only).sort((a, b) => when(b) - when(a));
   $('#history-empty').hidden = rows.length > 0;
+  setText($('#history-empty'), only ? `No finished migration of ${only} listed.` : 'No finished migration yet.');
   syncKeyed($('#history tbody'), rows, (m) => m.id, (m) => el('tr', { 'data-migration': m.id, 'data-vm': m.vm }), (tr, m) => {
     const s = (m.stats && typeof m.stats === 'object') ? m.stats : {};
     const total = num(s['total-time-ms']) !== null ? s['total-time-ms']
@@ -822,6 +835,7 @@ async function boot() {
   $('#login-form').addEventListener('submit', login);
   $('#logout').addEventListener('click', logout);
   $('#message').addEventListener('click', () => { $('#message').hidden = true; });
+  $('#history-vm').addEventListener('change', () => { if (state.cluster) render(state.cluster); });
   document.addEventListener('click', onClick);
   for (;;) {
     try {

@@ -232,7 +232,7 @@ async function main() {
         drainShot = true;
         await shot(page, 'draining');
       }
-      if (c.state === 'drained') break;
+      if (c.state === 'drained' && /none/.test(c.vms)) break;
       if (c.state === 'drain-incomplete') throw new Error(`${args.drain}: ${c.text}`);
       if (Date.now() > ddeadline) throw new Error(`${args.drain} not drained after ${args.timeout / 1000} s: ${c.text}`);
       await sleep(100);
@@ -271,6 +271,18 @@ async function main() {
     seen.quick.node = await page.$eval(qrow, (r) => r.dataset.node);
     step(`clicked quick (best) for ${args['quick-vm']}`, seen.quick);
     await shot(page, 'quick-migration');
+
+    // one VM's history: choosing --vm leaves only its rows
+    await page.select('#history-vm', args.vm);
+    await page.waitForFunction((vm) => {
+      const rows = Array.from(document.querySelectorAll('#history tbody tr'));
+      return rows.length > 0 && rows.every((r) => r.dataset.vm === vm);
+    }, {}, args.vm);
+    seen.historyOfVm = await page.$$eval('#history tbody tr', (rs) => rs.map((r) => r.dataset.vm));
+    await page.select('#history-vm', '');
+    await page.waitForFunction(() => new Set(Array.from(document.querySelectorAll('#history tbody tr'))
+      .map((r) => r.dataset.vm)).size > 1);
+    step(`history of ${args.vm} alone: ${seen.historyOfVm.length} row(s)`);
 
     // ---- 6. the event log ----
     await page.waitForFunction(() => document.querySelectorAll('#events li').length >= 2);
