@@ -117,6 +117,7 @@ static int take_lease(struct agent *a, struct kv_err *err)
 	pthread_mutex_lock(&a->mu);
 	a->lease = lease;
 	a->lease_lost = false;
+	a->t_lease = agent_now();
 	pthread_mutex_unlock(&a->mu);
 	json_decref(a->published);	/* publish again under the new lease */
 	a->published = NULL;

@@ -321,6 +321,12 @@ void failover_reconcile(struct agent *a, const struct snap *s)
 	 * nothing (it registers first) */
 	if (!snap_get(s, "/kvmove/nodes/%s", a->o.name))
 		return;
+	/* after a whole-cluster outage the agents come back one by one: the
+	 * first must not take every VM of the others before they registered.
+	 * One lease TTL after our own registration every live node has had
+	 * the time to renew (or register) its own. */
+	if (agent_now() - a->t_lease < a->o.lease_ttl)
+		return;
 	n = candidates(a, s, &c);
 	if (!n)
 		goto out;

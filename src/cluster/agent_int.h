@@ -112,6 +112,7 @@ struct agent {
 	bool lease_lost;		/* keepalive said expired: register again */
 	pthread_t ka_thread;
 	bool ka_started;
+	double t_lease;			/* when we (re)registered (CLOCK_MONOTONIC s) */
 	pthread_mutex_t mu;		/* lease, lease_lost */
 	pthread_cond_t cond;
 	volatile sig_atomic_t *stop;
