@@ -5,7 +5,7 @@
 //
 //   node tests/browser/console.mjs --url http://127.0.0.1:8480 --token ADMIN \
 //       --read-token READER --out /tmp/shots --vm web1 --to h3 --ro-vm db1 --drain h2 \
-//       --quick-vm app1 --nodes h1,h2,h3 --vms web1,db1,app1
+//       --quick-vm app1 --cancel-vm busy1 --nodes h1,h2,h3 --vms web1,db1,app1,busy1
 //
 // Steps (a screenshot after each, in --out):
 //   1. a wrong token is refused (the 401 message shows); the read-only user
@@ -14,6 +14,8 @@
 //   3. migrate --vm to --to by choosing the node and clicking Migrate: the
 //      migration's row appears, its progress bar moves, then its row lands
 //      in the history with a downtime figure
+//   3b. with --cancel-vm: migrate it to --to, and once its bar moves click
+//      Cancel: the row lands in the history as cancelled
 //   4. maintenance on for --drain by its button: the card says draining,
 //      then drained
 //   5. --quick-vm: Stop, then Start, then Quick (to "best") by its buttons:
@@ -213,6 +215,35 @@ async function main() {
     await page.waitForFunction((sel, to) => document.querySelector(sel)?.dataset.node === to, {}, row, args.to);
     step('its row is in the history', seen.history);
     await shot(page, 'migration-history');
+
+    // ---- 3b. a migration cancelled by its button while it runs ----
+    if (args['cancel-vm']) {
+      const cvm = args['cancel-vm'];
+      const crow = `#vms tr[data-vm="${cvm}"]`;
+      await page.waitForFunction((sel) => !document.querySelector(`${sel} button[data-action=migrate]`).disabled, {}, crow);
+      await page.select(`${crow} select[data-role=migrate-to]`, args.to);
+      await page.click(`${crow} button[data-action=migrate]`);
+      const cflight = `#migrations tr[data-vm="${cvm}"]`;
+      await page.waitForFunction((sel) => {
+        const tr = document.querySelector(sel);
+        return tr && tr.dataset.state === 'running' && Number(tr.dataset.progress) > 0;
+      }, { timeout: 60000 }, cflight);
+      const cid = await page.$eval(cflight, (r) => r.dataset.migration);
+      const before = await page.$eval(cflight, (r) => ({ pct: Number(r.dataset.progress), label: r.querySelector('.bar-label').textContent }));
+      step(`clicked migrate ${cvm} -> ${args.to}; running`, { id: cid, ...before });
+      await shot(page, 'cancel-running');
+      await page.click(`#migrations tr[data-migration="${cid}"] button[data-action=cancel]`);
+      await page.waitForFunction((id) => !document.querySelector(`#migrations tr[data-migration="${id}"]`)
+        && document.querySelector(`#history tr[data-migration="${id}"]`)?.dataset.result, {}, cid);
+      seen.cancel = await page.$eval(`#history tr[data-migration="${cid}"]`, (tr) => ({
+        id: tr.dataset.migration, result: tr.dataset.result,
+        cells: Array.from(tr.cells).slice(0, 9).map((c) => c.textContent),
+      }));
+      seen.cancel.message = await page.$eval('#message', (m) => m.textContent);
+      seen.cancel.node = await page.$eval(crow, (r) => r.dataset.node);
+      step(`clicked cancel: ${seen.cancel.result}`, seen.cancel);
+      await shot(page, 'cancelled');
+    }
 
     // ---- 4. maintenance by clicking ----
     const card = `#nodes > .card[data-node="${args.drain}"]`;

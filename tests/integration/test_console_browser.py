@@ -12,6 +12,8 @@ verifying guests).
     appears, its progress bar moves (h1's migration link is shaped so the
     move takes seconds), then the row lands in the history with the
     downtime the migration record holds; web1 runs and verifies on h3
+  - busy1 (dirtying faster than h1's link sends) migrating to h3: its
+    "Cancel" button ends it; the history says cancelled, busy1 verifies on h1
   - clicking "Maintenance on" on h2's card: the card says draining, then
     drained; /kvmove/drains/h2 says drained and h2's VMs verify elsewhere
   - app1's Stop, Start and Quick buttons: stopped, running again, then a
@@ -136,10 +138,14 @@ def test(h):
     c.vm_create("web1", mem="256M", wss="96M", rate=1)
     c.vm_create("db1")
     c.vm_create("app1")
+    # busy1 dirties its memory far faster than h1's link sends it: its
+    # migration runs until cancelled
+    c.vm_create("busy1", mem="256M", wss="128M", rate=400)
     c.cli("vm", "start", "web1", "--on", "h1")
+    c.cli("vm", "start", "busy1", "--on", "h1")
     c.cli("vm", "start", "db1", "--on", "h2")
     c.cli("vm", "start", "app1", "--on", "h2")
-    for vm, n in (("web1", "h1"), ("db1", "h2"), ("app1", "h2")):
+    for vm, n in (("web1", "h1"), ("busy1", "h1"), ("db1", "h2"), ("app1", "h2")):
         c.wait_state(vm, "running", n)
     kvcluster.sh("ip", "netns", "exec", c.ns(1), "tc", "qdisc", "add", "dev", "mig0", "root",
                  "tbf", "rate", "200mbit", "burst", "256kb", "latency", "50ms")
@@ -156,8 +162,8 @@ def test(h):
     h.add_cleanup(lambda: keep_shots(h, shots))
     rc, seen = run_browser(h, node, [
         "--url", url, "--token", admin, "--read-token", reader, "--out", shots,
-        "--vm", "web1", "--to", "h3", "--ro-vm", "db1", "--drain", "h2", "--quick-vm", "app1",
-        "--nodes", "h1,h2,h3", "--vms", "web1,db1,app1", "--timeout", "120"], timeout=300)
+        "--vm", "web1", "--to", "h3", "--ro-vm", "db1", "--drain", "h2", "--quick-vm", "app1", "--cancel-vm", "busy1",
+        "--nodes", "h1,h2,h3", "--vms", "web1,db1,app1,busy1", "--timeout", "120"], timeout=300)
     h.log("the browser saw: %s" % json.dumps({k: v for k, v in seen.items()
                                               if k not in ("events", "nodeCards", "vmRows")}))
     check(rc == 0, "the browser script failed (exit %s); the console's log:\n%s\n%s"
@@ -215,6 +221,18 @@ def test(h):
                               ", ".join("%.0f" % p for p in moving), hist["cells"],
                               rec["stats"]["total-time-ms"] / 1e3, down))
 
+    # 3b. busy1's migration, cancelled while it ran: busy1 stays on h1
+    cc = seen["cancel"]
+    crec = c.get_json("/kvmove/migrations/" + cc["id"])
+    check(crec and crec.get("state") == "cancelled" and cc["result"] == "cancelled",
+          "busy1's cancelled migration: page %s, record %r" % (cc, crec))
+    check(c.owner("busy1") == "h1" and cc["node"] == "h1",
+          "busy1 is on %r (the page said %r) after its cancelled migration"
+          % (c.owner("busy1"), cc["node"]))
+    c.wait_state("busy1", "running", "h1")
+    c.wait_verified("busy1", "h1")
+    h.log("busy1's migration cancelled by its button: %s; %s" % (cc["cells"], cc["message"]))
+
     # 4. the drain: drained, its VMs verified where they went
     d = c.get_json("/kvmove/drains/h2")
     check(d and d.get("state") == "drained", "h2's drain: %r" % d)
@@ -240,7 +258,7 @@ def test(h):
 
     # 6. the event log
     ev = seen["events"]
-    for action in ("vms.stop", "vms.start"):
+    for action in ("vms.stop", "vms.start", "migrations.cancel"):
         check(any(e["who"] == "admin" and e["action"] == action and e["status"] == "200"
                   for e in ev), "the event log lacks the admin's %s: %s" % (action, ev))
     check(any(e["who"] == "admin" and e["action"] and "migrate" in e["action"]
@@ -250,7 +268,7 @@ def test(h):
           "the event log lacks the admin's maintenance: %s" % ev)
     check(any(e["who"] == "viewer" and e["status"] == "403" for e in ev),
           "the event log lacks the reader's refusal: %s" % ev)
-    check(len(seen["shots"]) >= 8, "screenshots: %s" % seen["shots"])
+    check(len(seen["shots"]) >= 10, "screenshots: %s" % seen["shots"])
     h.log("browser steps: %s" % "; ".join("%.1f s %s" % (s["t"], s["what"])
                                            for s in seen["steps"]))
     h.log("whole test %.1f s, the browser's part %.1f s" % (now() - t_start, seen["seconds"]))
