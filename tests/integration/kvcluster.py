@@ -95,6 +95,18 @@ class Agent:
             self.proc.wait(timeout=30)
         self.c.h.log("agent %s stopped (%s)" % (self.name, sig))
 
+    def kill_node(self):
+        """The whole node dies: SIGKILL the agent and every VMM it started.
+        The VMMs' PIDs."""
+        pids = self.vmm_pids()
+        self.kill()
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        return pids
+
     def log(self):
         try:
             with open(self.log_path, errors="replace") as f:

@@ -11,7 +11,6 @@ real etcd, real agents, verifying guests).
   down: its VM fails over as usual.
 """
 import os
-import signal
 import time
 
 import kvcluster
@@ -31,14 +30,7 @@ def test(h):
         c.wait_verified(vm, node)
 
     # everything dies at once
-    pids = [p for a in c.agents.values() for p in a.vmm_pids()]
-    for a in c.agents.values():
-        a.kill()
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
+    pids = [p for a in c.agents.values() for p in a.kill_node()]
     c.wait("every node record to expire", lambda: not c.prefix_json("/kvmove/nodes/"),
            timeout=60)
     h.log("all %d agents and %d VMMs killed; every lease expired" % (len(c.agents), len(pids)))
@@ -68,13 +60,7 @@ def test(h):
           "started" % (now() - t0))
 
     # h3 alone stays down: vm3 fails over (the grace is only after a return)
-    pids = c.agents["h3"].vmm_pids()
-    c.agents["h3"].kill()
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
+    c.agents["h3"].kill_node()
     t_dead = now()
     st = c.wait("vm3 to run elsewhere", lambda: (lambda s: s and s.get("state") == "running"
                                                  and s.get("node") != "h3" and s)(

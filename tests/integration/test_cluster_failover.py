@@ -32,7 +32,6 @@ are printed for the record, not asserted.
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -218,13 +217,7 @@ def test(h):
     sampler = LockSampler(h.kvmove, list(disks.values())).start()
     try:
         # 1. the whole node dies
-        vmms = c.agents["h1"].vmm_pids()
-        c.agents["h1"].kill()
-        for p in vmms:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
+        vmms = c.agents["h1"].kill_node()
         t_dead = now()
         # a stray lock on db1's disk: db1 must wait, "fencing"
         stray = open(disks["db1"], "r+b")
@@ -335,13 +328,7 @@ def test(h):
             rec = c.migrate("scratch", "--to", node)
             check(rec.get("state") == "completed", "scratch to %s: %r" % (node, rec))
             c.wait_state("scratch", "running", node)
-        vmms = c.agents[node].vmm_pids()
-        c.agents[node].kill()
-        for p in vmms:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
+        c.agents[node].kill_node()
         other = next(n for n in sorted(c.agents) if n != node)
         mid = "m20261205000000-handov"
         ep = c.etcd.endpoints()
