@@ -549,7 +549,7 @@ function renderNodes(c, mig) {
     const ramU = num(r['ram-used']);
     // the VMs whose owner it is (as in the VM table; the node record's own
     // list follows a little later)
-    const onIt = vms.filter((v) => vmNode(v) === n.name).map((v) => v.name).sort();
+    const onIt = vms.filter((v) => v.owner && vmNode(v) === n.name).map((v) => v.name).sort();
     const limit = num(n['migration-limit']);
     const used = slotsInUse(n, mig);
     const maint = inMaintenance(n);
