@@ -20,6 +20,11 @@ verifying guests).
     quick migration in the history; app1 verifies where the record says
   - the event log shows the admin's actions and the reader's refusal
 
+First, tests/browser/render.mjs: the page alone against a made-up cluster
+(a node down, a bad record, drains incomplete and under way, a VM handed
+over, failed, never started, a queued and a failed migration, tips), the
+requests its buttons send and a refusal shown.
+
 A screenshot after each step is kept in BUILD/test-artifacts/console/.
 Chromium and tests/browser/node_modules come from scripts/deps.sh: without
 them the test fails (it does not skip)."""
@@ -131,6 +136,15 @@ def run_browser(h, node, argv, timeout):
 def test(h):
     node = browser_tools()
     t_start = now()
+    # first the page alone against a made-up cluster (the states a healthy
+    # test cluster never shows), then the real thing
+    shots = os.path.join(h.tmpdir, "screenshots")
+    os.makedirs(shots)
+    h.add_cleanup(lambda: keep_shots(h, shots))
+    r = h.run([node, os.path.join(BROWSER, "render.mjs"), "--out",
+               os.path.join(shots, "00-made-up-cluster.png")], timeout=120)
+    check(r.returncode == 0, "the page against a made-up cluster (tests/browser/render.mjs):\n%s"
+          % r.stderr)
     c = kvcluster.Cluster(h, hosts=3, mig_nets=1, etcd_members=1)
     c.up()
     # web1: enough memory in use that its move over h1's shaped link takes
@@ -158,8 +172,6 @@ def test(h):
     url = start_console(h, c, tokens)
     h.log("console at %s; cluster ready after %.1f s" % (url, now() - t_start))
 
-    shots = os.path.join(h.tmpdir, "screenshots")
-    h.add_cleanup(lambda: keep_shots(h, shots))
     rc, seen = run_browser(h, node, [
         "--url", url, "--token", admin, "--read-token", reader, "--out", shots,
         "--vm", "web1", "--to", "h3", "--ro-vm", "db1", "--drain", "h2", "--quick-vm", "app1", "--cancel-vm", "busy1",
