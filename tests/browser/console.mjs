@@ -75,6 +75,13 @@ async function openPage(browser, label) {
     if (!u.startsWith(origin + '/') && u !== origin && !u.startsWith('data:')) seen.external.push(u);
   });
   page.on('pageerror', (e) => { seen.pageErrors.push(`${label}: ${e.message}`); log(`page error (${label}): ${e.message}`); });
+  // the console's Content-Security-Policy must let the page do all it does
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) {
+      seen.pageErrors.push(`${label}: ${m.text()}`);
+      log(`CSP violation (${label}): ${m.text()}`);
+    }
+  });
   return page;
 }
 
