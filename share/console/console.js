@@ -183,7 +183,9 @@ async function act(key, what, fn, done) {
     const r = await fn();
     say(done ? done(r) : `${what}: ${(r && r.result) || 'done'}`, 'ok');
   } catch (e) {
-    say(`${what}: ${e.status ? `refused (${e.status}): ` : ''}${e.message}`, 'error', e.status);
+    // 4xx: the console or the cluster said no; 5xx: it could not (etcd)
+    const how = !e.status ? '' : `${e.status >= 500 ? 'failed' : 'refused'} (${e.status}): `;
+    say(`${what}: ${how}${e.message}`, 'error', e.status);
   } finally {
     state.pending.delete(key);
     if (state.cluster) render(state.cluster);
