@@ -426,6 +426,7 @@ function addSample(m) {
     rem: num(p.remaining),
     tot: num(p.total),
     round: num(p.round) || 0,
+    dirty: num(p['dirty-rate']),
     at: performance.now(),
   };
   const last = s[s.length - 1];
@@ -444,7 +445,7 @@ function rates(s) {
     const dt = useMs ? (b.ms - a.ms) / 1000 : (b.at - a.at) / 1000;
     if (dt <= 0) continue;
     const t = useMs && s[0].ms !== null ? (b.ms - s[0].ms) / 1000 : (b.at - s[0].at) / 1000;
-    out.push({ t, bps: Math.max(0, (b.tr - a.tr) / dt), round: b.round });
+    out.push({ t, bps: Math.max(0, (b.tr - a.tr) / dt), round: b.round, dirty: b.dirty });
   }
   return out;
 }
@@ -464,8 +465,9 @@ function etaSeconds(m) {
   return last.rem / rate;
 }
 
-// A small chart of the throughput per update, a dashed line where a new
-// round (a pass over the dirty pages) began.
+// A small chart of the throughput per update, the guest's dirty rate as a
+// second line where the agent reports it, a dashed line where a new round
+// (a pass over the dirty pages) began.
 function chart(id) {
   const s = state.samples.get(id) || [];
   const r = rates(s);
@@ -477,9 +479,11 @@ function chart(id) {
     'data-points': r.length, role: 'img',
   });
   const title = svg('title');
-  const peak = r.reduce((a, x) => Math.max(a, x.bps), 0);
+  const hasDirty = r.some((x) => x.dirty !== null && x.dirty !== undefined);
+  const peak = r.reduce((a, x) => Math.max(a, x.bps, hasDirty ? (x.dirty || 0) : 0), 0);
   title.textContent = r.length
-    ? `throughput per update: ${r.map((x) => (x.bps / MIB).toFixed(1)).join(', ')} MiB/s`
+    ? `throughput per update: ${r.map((x) => (x.bps / MIB).toFixed(1)).join(', ')} MiB/s` +
+      (hasDirty ? `; dirty rate: ${r.map((x) => ((x.dirty || 0) / MIB).toFixed(1)).join(', ')} MiB/s` : '')
     : 'throughput: waiting for two updates';
   g.append(title);
   g.append(svg('rect', { x: 0, y: 0, width: W, height: H, class: 'chart-bg' }));
@@ -504,6 +508,11 @@ function chart(id) {
   const area = `${pts[0][0]},${H - P} ${pts.map((p) => p.join(',')).join(' ')} ${pts[pts.length - 1][0]},${H - P}`;
   g.append(svg('polygon', { points: area, class: 'chart-area' }));
   g.append(svg('polyline', { points: pts.map((p) => p.join(',')).join(' '), class: 'chart-line' }));
+  if (hasDirty) {
+    const dp = r.length === 1 ? [[P, Y(r[0].dirty || 0)], [X(r[0].t), Y(r[0].dirty || 0)]]
+      : r.map((x) => [X(x.t), Y(x.dirty || 0)]);
+    g.append(svg('polyline', { points: dp.map((p) => p.join(',')).join(' '), class: 'chart-dirty' }));
+  }
   const lab = svg('text', { x: W - P - 1, y: 9, 'text-anchor': 'end', class: 'chart-label' });
   lab.textContent = `peak ${fmtRate(peak)}`;
   g.append(lab);

@@ -445,6 +445,10 @@ static void progress(struct agent *a, struct smig *m, json_t *rec, json_t *q)
 		       "expected-downtime-ms",
 		       json_integer_value(json_object_get(q, "expected-downtime")),
 		       "total-time-ms", json_integer_value(json_object_get(q, "total-time")));
+	/* what the guest dirties, bytes/s (QEMU's dirty-pages-rate is pages/s) */
+	json_object_set_new(pr, "dirty-rate", json_integer(
+		json_integer_value(json_object_get(ram, "dirty-pages-rate")) *
+		(json_integer_value(json_object_get(ram, "page-size")) ?: 4096)));
 	json_object_set_new(rec, "progress", pr);
 	put_rec(a, rec);
 }

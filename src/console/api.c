@@ -162,6 +162,58 @@ static void audit(struct console *c, const struct console_user *u, const char *a
 		console_role_name(u->role), action, target, a->status);
 }
 
+json_t *console_drains(struct console *c)
+{
+	struct store_list l = { 0 };
+	struct kv_err err;
+	json_t *out = json_object();
+
+	if (store_list(c->st, "/kvmove/drains/", &l, &err))
+		return out;
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *d = json_loadb(l.kvs[i].value, l.kvs[i].vlen, 0, NULL);
+		if (json_is_object(d))
+			json_object_set_new(out, l.kvs[i].key + strlen("/kvmove/drains/"), d);
+		else
+			json_decref(d);
+	}
+	store_list_free(&l);
+	return out;
+}
+
+/* The nodes of `node list` with what `node show` adds, for the page in one
+ * read: "drain" (or null) and "slots" {"K": migration ID}. */
+static void add_drains_slots(struct console *c, json_t *nodes)
+{
+	json_t *drains = console_drains(c), *n;
+	struct store_list l = { 0 };
+	struct kv_err err;
+	bool have_slots = !store_list(c->st, "/kvmove/slots/", &l, &err);
+	size_t i;
+
+	json_array_foreach(nodes, i, n) {
+		const char *name = json_string_value(json_object_get(n, "name"));
+		char prefix[128];
+		size_t plen;
+		json_t *slots = json_object();
+
+		if (!name) {
+			json_decref(slots);
+			continue;
+		}
+		json_object_set(n, "drain", json_object_get(drains, name) ?: json_null());
+		plen = (size_t)snprintf(prefix, sizeof(prefix), "/kvmove/slots/%s/", name);
+		for (size_t k = 0; have_slots && k < l.n; k++)
+			if (!strncmp(l.kvs[k].key, prefix, plen) && !strchr(l.kvs[k].key + plen, '/'))
+				json_object_set_new(slots, l.kvs[k].key + plen,
+						    json_string(l.kvs[k].value));
+		json_object_set_new(n, "slots", slots);
+	}
+	if (have_slots)
+		store_list_free(&l);
+	json_decref(drains);
+}
+
 json_t *console_audit_list(struct console *c);
 json_t *console_audit_list(struct console *c)
 {
@@ -399,10 +451,15 @@ static void get(struct console *c, char parts[3][128], size_t np, bool all,
 		return;
 	}
 	if (np == 1 && !strcmp(parts[0], "cluster")) {
-		static const char *const nl[] = { "node", "list", NULL };
-		static const char *const vl[] = { "vm", "list", NULL };
-		static const char *const ml[] = { "migration", "list", NULL };
-		static const char *const tl[] = { "cluster", "tips", "--all", NULL };
+		static const struct {
+			const char *field;
+			const char *const args[4];
+		} parts_of[] = {
+			{ "nodes", { "node", "list", NULL } },
+			{ "vms", { "vm", "list", NULL } },
+			{ "migrations", { "migration", "list", NULL } },
+			{ "tips", { "cluster", "tips", "--all", NULL } },
+		};
 		json_t *out = json_object(), *v;
 		struct store_list l = { 0 };
 		struct kv_err err;
@@ -412,14 +469,14 @@ static void get(struct console *c, char parts[3][128], size_t np, bool all,
 			json_object_set_new(out, "rev", json_integer(l.rev));
 			store_list_free(&l);
 		}
-		if (!(v = console_cli_json(c, nl, a)) ||
-		    json_object_set_new(out, "nodes", v) ||
-		    !(v = console_cli_json(c, vl, a)) || json_object_set_new(out, "vms", v) ||
-		    !(v = console_cli_json(c, ml, a)) ||
-		    json_object_set_new(out, "migrations", v) ||
-		    !(v = console_cli_json(c, tl, a)) || json_object_set_new(out, "tips", v)) {
-			json_decref(out);
-			return;
+		for (size_t i = 0; i < sizeof(parts_of) / sizeof(parts_of[0]); i++) {
+			if (!(v = console_cli_json(c, parts_of[i].args, a))) {
+				json_decref(out);
+				return;
+			}
+			if (i == 0)
+				add_drains_slots(c, v);
+			json_object_set_new(out, parts_of[i].field, v);
 		}
 		json_object_set_new(out, "audit", console_audit_list(c));
 		answer_json(a, 200, out);

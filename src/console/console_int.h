@@ -54,6 +54,9 @@ void console_metrics(struct console *c, struct console_answer *a);
  * an error answer filled. */
 json_t *console_cli_json(struct console *c, const char *const *args, struct console_answer *a);
 
+/* /kvmove/drains/NODE -> {"NODE": drain record} (empty on an error). */
+json_t *console_drains(struct console *c);
+
 /* The built-in page (console_assets.c, generated from share/console/). */
 struct console_asset {
 	const char *path;		/* "/", "/console.js", ... */

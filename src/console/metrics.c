@@ -188,26 +188,6 @@ static void migrations(FILE *f, json_t *ml)
 		"kvmove_migration_bytes_total %.0f\n", bytes);
 }
 
-/* /kvmove/drains/NODE -> {"NODE": drain} */
-static json_t *drain_map(struct console *c)
-{
-	struct store_list l = { 0 };
-	struct kv_err err;
-	json_t *out = json_object();
-
-	if (store_list(c->st, "/kvmove/drains/", &l, &err))
-		return out;
-	for (size_t i = 0; i < l.n; i++) {
-		json_t *d = json_loadb(l.kvs[i].value, l.kvs[i].vlen, 0, NULL);
-		if (json_is_object(d))
-			json_object_set_new(out, l.kvs[i].key + strlen("/kvmove/drains/"), d);
-		else
-			json_decref(d);
-	}
-	store_list_free(&l);
-	return out;
-}
-
 void console_metrics(struct console *c, struct console_answer *a)
 {
 	static const char *const nl_args[] = { "node", "list", NULL };
@@ -225,7 +205,7 @@ void console_metrics(struct console *c, struct console_answer *a)
 		answer_error(a, 500, "out of memory");
 		goto out;
 	}
-	dr = drain_map(c);
+	dr = console_drains(c);
 	nodes(f, nl, dr);
 	vms(f, vl);
 	migrations(f, ml);
