@@ -71,12 +71,12 @@ static int http_status(int status)
 static int run(struct console *c, const char *const *args, bool json, unsigned timeout_ms,
 	       struct cli_result *res, struct console_answer *a)
 {
-	const char *argv[24];
+	const char *argv[CONSOLE_MAX_ARGS + 5];
 	size_t n = 0;
 	struct kv_err err;
 
 	argv[n++] = "kvmove";
-	for (size_t i = 0; args[i] && n < 20; i++)
+	for (size_t i = 0; args[i] && n <= CONSOLE_MAX_ARGS; i++)
 		argv[n++] = args[i];
 	argv[n++] = "--etcd";
 	argv[n++] = c->o.etcd;
@@ -126,7 +126,7 @@ static double wall(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void audit(struct console *c, const struct console_user *u, const char *action,
+void console_audit(struct console *c, const struct console_user *u, const char *action,
 		  const char *target, json_t *args, const struct console_answer *a)
 {
 	json_t *body = a->body ? json_loads(a->body, 0, NULL) : NULL;
@@ -236,7 +236,7 @@ json_t *console_audit_list(struct console *c)
 
 /* ---- state changes ---- */
 
-static void write_verb(struct console *c, const char *const *args, int ok_status,
+void console_write_verb(struct console *c, const char *const *args, int ok_status,
 		       struct console_answer *a)
 {
 	struct cli_result res;
@@ -253,7 +253,7 @@ static void write_verb(struct console *c, const char *const *args, int ok_status
 }
 
 /* The body: an object with only these keys (NULL: no body allowed but {}). */
-static json_t *body_object(const char *body, size_t n, const char *const *keys,
+json_t *console_body_object(const char *body, size_t n, const char *const *keys,
 			   struct console_answer *a)
 {
 	json_error_t je;
@@ -286,7 +286,7 @@ static json_t *body_object(const char *body, size_t n, const char *const *keys,
 }
 
 /* Does /kvmove/KIND/NAME[/spec] exist? 404 or 503 filled if not. */
-static bool exists(struct console *c, const char *kind, const char *name, const char *suffix,
+bool console_exists(struct console *c, const char *kind, const char *name, const char *suffix,
 		   struct console_answer *a, const char *what)
 {
 	char key[256];
@@ -308,7 +308,7 @@ static void vm_migrate(struct console *c, const char *vm, const char *body, size
 		       struct console_answer *a, json_t **args_out)
 {
 	static const char *const keys[] = { "to", "quick", "downtime_ms", NULL };
-	json_t *j = body_object(body, n, keys, a), *to, *quick, *dt;
+	json_t *j = console_body_object(body, n, keys, a), *to, *quick, *dt;
 	const char *argv[16];
 	char dts[24];
 	size_t k = 0;
@@ -372,7 +372,7 @@ static void node_maintenance(struct console *c, const char *node, const char *bo
 			     struct console_answer *a, json_t **args_out)
 {
 	static const char *const keys[] = { "on", "quick_fallback", NULL };
-	json_t *j = body_object(body, n, keys, a), *on, *qf;
+	json_t *j = console_body_object(body, n, keys, a), *on, *qf;
 	const char *argv[8];
 	size_t k = 0;
 
@@ -395,7 +395,7 @@ static void node_maintenance(struct console *c, const char *node, const char *bo
 		if (json_is_true(qf))
 			argv[k++] = "--quick-fallback";
 		argv[k] = NULL;
-		write_verb(c, argv, 200, a);
+		console_write_verb(c, argv, 200, a);
 	}
 	json_decref(j);
 }
@@ -435,6 +435,7 @@ static bool name_ok(const char *kind, const char *s, struct console_answer *a)
 static void get(struct console *c, char parts[3][128], size_t np, bool all,
 		struct console_answer *a)
 {
+	static const char *const balancer[] = { "cluster", "balancer", NULL };
 	static const char *const nodes[] = { "node", "list", NULL };
 	static const char *const vms_[] = { "vm", "list", NULL };
 	static const char *const migs[] = { "migration", "list", NULL };
@@ -482,7 +483,9 @@ static void get(struct console *c, char parts[3][128], size_t np, bool all,
 		answer_json(a, 200, out);
 		return;
 	}
-	if (np == 1 && !strcmp(parts[0], "nodes"))
+	if (np == 1 && !strcmp(parts[0], "balancer"))
+		args = balancer;
+	else if (np == 1 && !strcmp(parts[0], "nodes"))
 		args = nodes;
 	else if (np == 1 && !strcmp(parts[0], "vms"))
 		args = vms_;
@@ -497,7 +500,7 @@ static void get(struct console *c, char parts[3][128], size_t np, bool all,
 	if (np == 2 && (!strcmp(parts[0], "nodes") || !strcmp(parts[0], "vms"))) {
 		if (!name_ok(parts[0], parts[1], a))
 			return;
-		if (!strcmp(parts[0], "vms") && !exists(c, "vms", parts[1], "/spec", a, "VM"))
+		if (!strcmp(parts[0], "vms") && !console_exists(c, "vms", parts[1], "/spec", a, "VM"))
 			return;
 		argv[0] = !strcmp(parts[0], "nodes") ? "node" : "vm";
 		argv[1] = "show";
@@ -535,44 +538,48 @@ static void post(struct console *c, char parts[3][128], size_t np,
 		goto audit;
 	}
 	if (!strcmp(parts[0], "vms") && (!strcmp(parts[2], "start") || !strcmp(parts[2], "stop"))) {
-		if (!(j = body_object(body, n, none, a)))
+		if (!(j = console_body_object(body, n, none, a)))
 			goto audit;
 		json_decref(j);
-		if (!exists(c, "vms", parts[1], "/spec", a, "VM"))
+		if (!console_exists(c, "vms", parts[1], "/spec", a, "VM"))
 			goto audit;
 		argv[0] = "vm";
 		argv[1] = parts[2];
 		argv[2] = parts[1];
-		write_verb(c, argv, 200, a);
+		console_write_verb(c, argv, 200, a);
 	} else if (!strcmp(parts[0], "vms") && !strcmp(parts[2], "migrate")) {
-		if (exists(c, "vms", parts[1], "/spec", a, "VM"))
+		if (console_exists(c, "vms", parts[1], "/spec", a, "VM"))
 			vm_migrate(c, parts[1], body, n, a, &args);
 	} else if (!strcmp(parts[0], "nodes") && !strcmp(parts[2], "maintenance")) {
 		node_maintenance(c, parts[1], body, n, a, &args);
 	} else if (!strcmp(parts[0], "tips") && !strcmp(parts[2], "apply")) {
-		if (!(j = body_object(body, n, none, a)))
+		if (!(j = console_body_object(body, n, none, a)))
 			goto audit;
 		json_decref(j);
+		if (!console_exists(c, "tips", parts[1], "", a, "tip"))
+			goto audit;
 		argv[0] = "cluster";
 		argv[1] = "tips";
 		argv[2] = "apply";
 		argv[3] = parts[1];
-		write_verb(c, argv, 202, a);
+		console_write_verb(c, argv, 202, a);
 	} else if (!strcmp(parts[0], "migrations") && !strcmp(parts[2], "cancel")) {
-		if (!(j = body_object(body, n, none, a)))
+		if (!(j = console_body_object(body, n, none, a)))
 			goto audit;
 		json_decref(j);
+		if (!console_exists(c, "migrations", parts[1], "", a, "migration"))
+			goto audit;
 		argv[0] = "migration";
 		argv[1] = "cancel";
 		argv[2] = parts[1];
-		write_verb(c, argv, 200, a);
+		console_write_verb(c, argv, 200, a);
 	} else {
 		answer_error(a, 404, "no such action: POST /api/%s/%s/%s", parts[0], parts[1],
 			     parts[2]);
 		return;		/* nothing to record: no such thing */
 	}
 audit:
-	audit(c, u, action, target, args, a);
+	console_audit(c, u, action, target, args, a);
 	json_decref(args);
 }
 
@@ -592,13 +599,11 @@ void console_api(struct console *c, const char *method, const char *path, bool a
 			answer_error(a, 404, "no such path: GET /api/%.200s", path);
 		else
 			get(c, parts, np, all, a);
-	} else if (!strcmp(method, "POST")) {
-		if (np == 3)
-			post(c, parts, np, u, body, n, a);
-		else
-			answer_error(a, np == 1 || np == 2 ? 405 : 404,
-				     "POST /api/%.200s: this path is read with GET", path);
+	} else if (!strcmp(method, "POST") && np == 3 && strcmp(parts[2], "set")) {
+		post(c, parts, np, u, body, n, a);
+	} else if (!strcmp(method, "POST") || !strcmp(method, "DELETE")) {
+		console_define(c, method, parts, np, u, body, n, a);
 	} else {
-		answer_error(a, 405, "method %s is not allowed here (GET or POST)", method);
+		answer_error(a, 405, "method %s is not allowed here (GET, POST or DELETE)", method);
 	}
 }

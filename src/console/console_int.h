@@ -57,6 +57,30 @@ json_t *console_cli_json(struct console *c, const char *const *args, struct cons
 /* /kvmove/drains/NODE -> {"NODE": drain record} (empty on an error). */
 json_t *console_drains(struct console *c);
 
+/* ---- shared by the API's files ---- */
+
+#define CONSOLE_MAX_ARGS 48	/* a CLI verb's arguments at most */
+
+/* Run a state-changing verb; ok_status (200, 202) with {"result": its last
+ * line} or its error mapped to HTTP. */
+void console_write_verb(struct console *c, const char *const *args, int ok_status,
+			struct console_answer *a);
+/* The body as an object with only these keys ({} when empty), or NULL with
+ * a 400 answer. */
+json_t *console_body_object(const char *body, size_t n, const char *const *keys,
+			    struct console_answer *a);
+/* Does /kvmove/KIND/NAME[SUFFIX] exist?  404 or 503 answered if not. */
+bool console_exists(struct console *c, const char *kind, const char *name, const char *suffix,
+		    struct console_answer *a, const char *what);
+/* Record a state-changing call in the audit log (args may be NULL). */
+void console_audit(struct console *c, const struct console_user *u, const char *action,
+		   const char *target, json_t *args, const struct console_answer *a);
+/* api_define.c: POST /api/vms (create), DELETE /api/vms/VM, POST
+ * /api/vms/VM/set, POST /api/nodes/NODE/set, POST /api/balancer. */
+void console_define(struct console *c, const char *method, char parts[3][128], size_t np,
+		    const struct console_user *u, const char *body, size_t n,
+		    struct console_answer *a);
+
 /* The built-in page (console_assets.c, generated from share/console/). */
 struct console_asset {
 	const char *path;		/* "/", "/console.js", ... */

@@ -445,6 +445,10 @@ int console_serve(const struct console_options *o, struct kv_err *err)
 	}
 	fprintf(stderr, "kvmove console: serving http://%s/ (etcd %s, users from %s)\n",
 		o->listen, o->etcd, o->tokens);
+	if ((ntohl(sa.sin_addr.s_addr) >> 24) != 127)
+		fprintf(stderr, "kvmove console: WARNING: plain HTTP on %s: tokens and cookies "
+			"cross the network in the clear; keep it on a management network or put "
+			"it behind a TLS proxy\n", o->listen);
 	sigdelset(&set, SIGPIPE);
 	while (sigwait(&set, &sig))
 		;

@@ -208,16 +208,56 @@ def test(h):
         (404, "GET", "/api/nodes/nosuch", None, None),
         (404, "GET", "/api/nothing", None, None),
         (404, "POST", "/api/vms/web1/explode", None, None),
-        (405, "POST", "/api/vms", {"name": "x"}, None),
-        (405, "DELETE", "/api/vms/web1", None, None),
+        (405, "PUT", "/api/vms/web1", {"name": "x"}, None),
+        (405, "DELETE", "/api/nodes/h1", None, None),
+        (409, "DELETE", "/api/vms/web1", None, None),
+        (400, "POST", "/api/vms", {"name": "Bad Name"}, None),
+        (400, "POST", "/api/vms", {"name": "n2", "cpus": "two"}, None),
+        (400, "POST", "/api/vms", {"name": "n2", "disks": "/a.img"}, None),
+        (400, "POST", "/api/vms", {"name": "n2", "kernel": h.guest}, None),
+        (409, "POST", "/api/vms", {"name": "web1", "mem": "128M", "cpus": 1,
+                                   "kernel": h.guest}, None),
+        (400, "POST", "/api/vms/web1/set", {}, None),
+        (400, "POST", "/api/nodes/h2/set", {"migration_limit": "lots"}, None),
+        (400, "POST", "/api/balancer", {"mode": "fast"}, None),
         (409, "POST", "/api/vms/web1/migrate", {"to": "h1"}, None),
+        (404, "POST", "/api/tips/t20261205000000-abcdef/apply", None, None),
+        (400, "POST", "/api/tips/t1/apply", None, None),
+        (404, "POST", "/api/migrations/m20261205000000-abcdef/cancel", None, None),
         (413, "POST", "/api/vms/web1/migrate", None, b"{\"to\": \"" + b"a" * 70000 + b"\"}"),
     ]
     for status, method, path, body, raw in bad:
         j, _ = A.expect(status, method, path, body, raw=raw)
         h.log("  %s %s -> %d %s" % (method, path, status, j["error"][:100]))
     unchanged(c, A, "web1", "h1")
+    check(set(v["name"] for v in A.call("GET", "/api/vms")[1]) == {"web1", "db1"},
+          "a refused create left a VM behind")
     c.wait_verified("web1", "h1")
+
+    # definitions: create, change, delete a VM; a node's limit; the balancer
+    R.expect(403, "POST", "/api/vms", {"name": "new1"})
+    R.expect(403, "DELETE", "/api/vms/db1")
+    spec, _ = A.expect(201, "POST", "/api/vms", {
+        "name": "new1", "mem": "128M", "cpus": 1, "kernel": h.guest, "append": "wss=8M",
+        "restart": "on-failure", "priority": "low", "cpu": "x86-64"})
+    got = c.get_json("/kvmove/vms/new1/spec")
+    check(got and got["cpu"] == "x86-64" and got["restart"] == "on-failure" and
+          got["mem"] == 128 << 20, "created through the API: %r" % got)
+    A.expect(200, "POST", "/api/vms/new1/set", {"cpu": "host"})
+    check(c.get_json("/kvmove/vms/new1/spec")["cpu"] == "host", "vm set through the API")
+    A.expect(200, "DELETE", "/api/vms/new1")
+    A.expect(404, "GET", "/api/vms/new1")
+    A.expect(200, "POST", "/api/nodes/h2/set", {"migration_limit": 2})
+    check((c.get_json("/kvmove/nodecfg/h2") or {}).get("migration-limit") == 2,
+          "node set through the API: %r" % c.get_json("/kvmove/nodecfg/h2"))
+    A.expect(200, "POST", "/api/nodes/h2/set", {"migration_limit": "default"})
+    bal, _ = A.expect(200, "GET", "/api/balancer")
+    A.expect(200, "POST", "/api/balancer", {"mode": "recommend", "samples": 4})
+    bal2, _ = A.expect(200, "GET", "/api/balancer")
+    check(bal2 != bal and "recommend" in json.dumps(bal2), "balancer: %r -> %r" % (bal, bal2))
+    A.expect(200, "POST", "/api/balancer", {"mode": "off"})
+    h.log("definitions through the API: create, set, delete, node limit, balancer %s"
+          % json.dumps(bal2)[:120])
 
     # 4. changes
     # an event stream first: a change must reach it
@@ -309,6 +349,8 @@ def test(h):
     audit, _ = A.expect(200, "GET", "/api/audit")
     acts = [(e["who"], e["action"], e["target"], e["status"]) for e in audit]
     for want in (("alice", "vms.migrate", "web1", 202), ("bob", "vms.migrate", "web1", 403),
+                 ("alice", "vms.create", "new1", 201), ("alice", "vms.delete", "new1", 200),
+                 ("bob", "vms.create", "new1", 403), ("alice", "balancer.set", "", 200),
                  ("alice", "nodes.maintenance", "h2", 200), ("alice", "vms.stop", "db1", 200),
                  ("alice", "vms.migrate", "web1", 400)):
         check(want in acts, "audit log lacks %r: %r" % (want, acts[:20]))
