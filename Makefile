@@ -19,9 +19,9 @@ configure: deps
 	@test -f $(BUILD)/build.ninja || cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
 
 # Every test: the fast tier first (unit, integration with the test guest,
-# benchmark smoke, the cluster tests; ~30 min on a 2-core PVM host), then the slow tier (Debian's
+# benchmark smoke, the cluster and console tests; ~36 min on a 2-core PVM host), then the slow tier (Debian's
 # kernel booting and migrating: ~10 min on PVM hosts, where its kernel code is
-# emulated); ~44 min in all.
+# emulated); ~46 min in all (.ci/run adds ~5 min of ASan unit tests).
 # Between the tiers: every fuzz target for a few seconds on its seeds.
 check: all
 	cd $(BUILD) && ctest --output-on-failure -LE slow
