@@ -1,6 +1,22 @@
 /*
- * mem.h - guest RAM: one memfd mapped MAP_SHARED, split into regions around
- * the PCI/MMIO hole below 4 GiB, plus the VMM's own dirty bitmap.
+ * mem.h - guest RAM: one mapping split into regions around the PCI/MMIO
+ * hole below 4 GiB, plus the VMM's own dirty bitmap.
+ *
+ * Backends (--mem-backend):
+ *   memfd    a memfd mapped MAP_SHARED (default): holes found with
+ *            SEEK_DATA, and the whole of RAM can be handed to another
+ *            process (a same-host upgrade).  Transparent huge pages only
+ *            where the host enables them for shmem (often "never").
+ *   anon     private anonymous memory, QEMU's default: THP wherever the
+ *            host's THP setting is "madvise" or "always", so 512x fewer
+ *            first-touch faults; holes found through /proc/self/pagemap;
+ *            cannot be handed to another process, and takes no post-copy
+ *            as a destination (a received page brings its 2 MiB
+ *            neighbours in as zeros, so they would never fault).
+ *   hugetlb  a memfd on hugetlbfs (2 MiB pages reserved by the host's
+ *            administrator in /proc/sys/vm/nr_hugepages): reserved whole at
+ *            start, never swapped, handed over like a memfd; no post-copy
+ *            (userfaultfd would copy 2 MiB at a time).
  *
  * Layout (guest-physical):
  *   [0, low_end)           RAM, low_end = min(size, MEM_HOLE_START)
@@ -37,8 +53,13 @@ struct mem_region {
 	uint64_t offset;	/* offset in the memfd and in mem->host */
 };
 
+enum mem_backend { MEM_BACKEND_MEMFD, MEM_BACKEND_ANON, MEM_BACKEND_HUGETLB };
+#define MEM_HUGE_PAGE_SIZE (2ULL << 20)
+
 struct guest_mem {
-	int memfd;
+	enum mem_backend backend;
+	int memfd;		/* -1 for anon */
+	int pagemap_fd;		/* anon: /proc/self/pagemap, else -1 */
 	uint8_t *host;		/* whole memfd mapping */
 	uint64_t size;		/* total RAM bytes */
 	unsigned nregions;
@@ -57,11 +78,23 @@ int mem_layout(uint64_t size, struct mem_region *regions, unsigned max,
 /* Parse "512M", "1G", "64g", "16777216" into bytes. */
 int mem_parse_size(const char *s, uint64_t *out, struct kv_err *err);
 
-int mem_init(struct guest_mem *mem, uint64_t size, struct kv_err *err);
+/* "memfd", "anon", "hugetlb" */
+int mem_backend_parse(const char *s, enum mem_backend *out, struct kv_err *err);
+const char *mem_backend_name(enum mem_backend b);
+/* Can this backend's RAM be handed to another process (a memfd)? */
+static inline bool mem_backend_shareable(enum mem_backend b)
+{
+	return b != MEM_BACKEND_ANON;
+}
+/* Bytes of free 2 MiB huge pages on this host (0 if none or unknown). */
+uint64_t mem_hugetlb_free(void);
+
+int mem_init(struct guest_mem *mem, uint64_t size, enum mem_backend backend,
+	     struct kv_err *err);
 /* The same over an existing memfd (a same-host hand-over): it must be a
- * memfd/shmem file of exactly size bytes, writable and not sealed against
- * writes or shrinking.  A dup is kept; fd stays the caller's.  Its pages
- * are used as they are. */
+ * memfd/shmem or hugetlbfs file of exactly size bytes, writable and not
+ * sealed against writes or shrinking.  A dup is kept; fd stays the
+ * caller's.  Its pages are used as they are; the backend is the file's. */
 int mem_init_fd(struct guest_mem *mem, uint64_t size, int fd, struct kv_err *err);
 void mem_destroy(struct guest_mem *mem);
 
@@ -88,8 +121,19 @@ int mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len,
  * touch (a hint: ranges outside RAM and kernel refusals are ignored). */
 void mem_populate(struct guest_mem *mem, uint64_t gpa, uint64_t len);
 
-/* Bytes of the memfd that hold data (holes were never touched). */
+/* The first range at or after offset pos (RAM offsets, page-aligned) that
+ * may hold data: [*data, *end).  -ENXIO when nothing after pos does.
+ * Never-touched memory is a hole; anything else (resident, swapped, in
+ * the page cache, or a backend that cannot tell) counts as data. */
+int mem_next_data(const struct guest_mem *mem, uint64_t pos, uint64_t *data,
+		  uint64_t *end);
+
+/* Bytes of RAM that may hold data (holes were never touched). */
 uint64_t mem_resident_bytes(const struct guest_mem *mem);
+
+/* Give pages [first, first+n) back to the host, so the next touch faults
+ * (post-copy's stale pages).  Not for hugetlb (2 MiB at a time). */
+int mem_discard(struct guest_mem *mem, uint64_t first, uint64_t n, struct kv_err *err);
 
 /* Is the VMM dirty bit of the page containing gpa set? (tests, migration) */
 bool mem_test_dirty(const struct guest_mem *mem, uint64_t gpa);

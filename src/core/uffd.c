@@ -126,14 +126,3 @@ int uffd_read_faults(int fd, struct guest_mem *mem, uint64_t *pages, unsigned ma
 	}
 	return k;
 }
-
-int mem_discard(struct guest_mem *mem, uint64_t first, uint64_t n, struct kv_err *err)
-{
-	if (first > mem->npages || n > mem->npages - first)
-		return kv_errf(err, EINVAL, "discard of pages %llu+%llu outside guest memory",
-			       (unsigned long long)first, (unsigned long long)n);
-	if (fallocate(mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      (off_t)(first << MEM_PAGE_SHIFT), (off_t)(n << MEM_PAGE_SHIFT)) < 0)
-		return kv_errf_sys(err, errno, "punching stale pages out of guest memory");
-	return 0;
-}

@@ -32,7 +32,4 @@ void uffd_wake(int fd, struct guest_mem *mem, uint64_t page);
  * returns how many (0 = none now), or a negative errno. */
 int uffd_read_faults(int fd, struct guest_mem *mem, uint64_t *pages, unsigned max);
 
-/* Make pages [first, first+n) missing again (punch a hole in the memfd). */
-int mem_discard(struct guest_mem *mem, uint64_t first, uint64_t n, struct kv_err *err);
-
 #endif

@@ -101,6 +101,7 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err)
 	vm->cfg = *cfg;
 	vm->kvm_fd = vm->vm_fd = vm->shutdown_efd = -1;
 	vm->mem.memfd = -1;
+	vm->mem.pagemap_fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
 	{
 		/* monotonic: throttle sleeps and pause waits must not follow
@@ -177,7 +178,7 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct kv_err *err)
 	}
 
 	r = cfg->has_memfd ? mem_init_fd(&vm->mem, cfg->mem_size, cfg->memfd, err)
-			   : mem_init(&vm->mem, cfg->mem_size, err);
+			   : mem_init(&vm->mem, cfg->mem_size, cfg->mem_backend, err);
 	if (r)
 		goto fail;
 	r = register_slots(vm, err);

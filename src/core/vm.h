@@ -50,6 +50,8 @@ struct vm_config {
 	 * memfd), instead of a new, empty one. */
 	bool has_memfd;
 	int memfd;
+	/* Otherwise guest RAM is new, on this backend (core/mem.h). */
+	enum mem_backend mem_backend;
 };
 
 enum vm_state {

@@ -278,20 +278,14 @@ void ram_sender_destroy(struct ram_sender *rs)
 int ram_send_all(struct ram_sender *rs, struct kv_err *err)
 {
 	struct ram_batch *b = batch_start(rs, false);
-	off_t pos = 0, end = (off_t)rs->vm->mem.size;
+	uint64_t pos = 0, data, end;
 	int r = 0;
 
-	/* Walk only the parts of the memfd that hold data: a 64 GiB guest that
+	/* Walk only the parts of guest RAM that hold data: a 64 GiB guest that
 	 * touched 1 GiB costs 1 GiB of reading, and holes stay holes. */
-	while (pos < end) {
-		off_t data = lseek(rs->vm->mem.memfd, pos, SEEK_DATA), hole;
-		if (data < 0)
-			break;	/* ENXIO: no more data */
-		hole = lseek(rs->vm->mem.memfd, data, SEEK_HOLE);
-		if (hole < 0 || hole > end)
-			hole = end;
-		for (uint64_t p = (uint64_t)data >> MEM_PAGE_SHIFT;
-		     p < ((uint64_t)hole + MEM_PAGE_SIZE - 1) >> MEM_PAGE_SHIFT; p++) {
+	while (!mem_next_data(&rs->vm->mem, pos, &data, &end)) {
+		for (uint64_t p = data >> MEM_PAGE_SHIFT;
+		     p < (end + MEM_PAGE_SIZE - 1) >> MEM_PAGE_SHIFT; p++) {
 			if ((p & 1023) == 0 && (r = cancelled(rs, err)))
 				goto out;
 			if (!in_stripe(rs, p)) {	/* on to the next stripe */
@@ -301,7 +295,7 @@ int ram_send_all(struct ram_sender *rs, struct kv_err *err)
 			if ((r = add_page(rs, b, p, true, err)))
 				goto out;
 		}
-		pos = hole;
+		pos = end;
 	}
 	r = flush_batch(rs, b, err);
 out:

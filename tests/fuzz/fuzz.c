@@ -73,7 +73,7 @@ struct vm *fuzz_vm_new(uint64_t mem_size, enum fuzz_vm_devices devices)
 	pthread_cond_init(&vm->cond, NULL);
 	bus_init(&vm->pio_bus, "pio", true);
 	bus_init(&vm->mmio_bus, "mmio", false);
-	must(mem_init(&vm->mem, mem_size, &err), &err, "guest memory");
+	must(mem_init(&vm->mem, mem_size, MEM_BACKEND_MEMFD, &err), &err, "guest memory");
 	if (devices == FUZZ_VM_DEVICES)
 		add_devices(vm);
 	return vm;

@@ -147,7 +147,7 @@ static void test_load(void **state)
 	uint64_t low_end;
 
 	memset(initrd, 0xab, sizeof(initrd));
-	assert_int_equal(mem_init(&m, 64ULL << 20, &err), 0);
+	assert_int_equal(mem_init(&m, 64ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	low_end = m.regions[0].size;
 	assert_int_equal(bzimage_load(&m, b, IMG_LEN, initrd, sizeof(initrd), cmd, &boot,
 				      &err), 0);
@@ -207,7 +207,7 @@ static void test_load_reject(void **state)
 
 	memset(longcmd, 'x', sizeof(longcmd) - 1);
 	longcmd[sizeof(longcmd) - 1] = 0;
-	assert_int_equal(mem_init(&m, 64ULL << 20, &err), 0);
+	assert_int_equal(mem_init(&m, 64ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	/* longer than the kernel's cmdline_size */
 	assert_int_equal(bzimage_load(&m, b, IMG_LEN, NULL, 0, longcmd, &boot, &err), -E2BIG);
 	/* an initrd that would overlap the kernel's decompression area */
@@ -220,7 +220,7 @@ static void test_load_reject(void **state)
 	mem_destroy(&m);
 	/* RAM too small for init_size at pref_address */
 	w32(b + 0x260, 0x2000000);
-	assert_int_equal(mem_init(&m, 16ULL << 20, &err), 0);
+	assert_int_equal(mem_init(&m, 16ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	assert_int_equal(bzimage_load(&m, b, IMG_LEN, NULL, 0, "", &boot, &err), -ENOSPC);
 	mem_destroy(&m);
 	free(b);

@@ -71,16 +71,19 @@ static void test_save_restore_continues(void **state)
 {
 	struct vm *a, *b;
 	struct kv_err err;
-	struct vcpu_state *sa = calloc(2, sizeof(*sa)), *sb = calloc(2, sizeof(*sb));
-	struct vcpu_state *check = calloc(1, sizeof(*check));
+	struct vcpu_state *sa, *sb, *check;
 	struct vm_arch_state arch_a, arch_b;
 	uint32_t at_pause;
 
+	/* before anything is allocated: skip() and fail_msg() do not return */
 	if (access("/dev/kvm", R_OK | W_OK) != 0) {
 		if (getenv("KVMOVE_ALLOW_NO_KVM"))
 			skip();
 		fail_msg("/dev/kvm is not usable (set KVMOVE_ALLOW_NO_KVM=1 to skip)");
 	}
+	sa = calloc(2, sizeof(*sa));
+	sb = calloc(2, sizeof(*sb));
+	check = calloc(1, sizeof(*check));
 	a = make_vm();
 	assert_true(a->nmsrs > 0);
 	assert_int_equal(mem_write(&a->mem, CODE_GPA, code, sizeof(code), &err), 0);

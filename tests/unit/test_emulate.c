@@ -94,7 +94,7 @@ static void build(struct guest_mem *m, struct kvm_sregs *s)
 {
 	struct kv_err err;
 
-	assert_int_equal(mem_init(m, 16ULL << 20, &err), 0);
+	assert_int_equal(mem_init(m, 16ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	memset(s, 0, sizeof(*s));
 	s->cr0 = 0x80000011;
 	s->cr4 = 0x20;

@@ -37,7 +37,7 @@ static struct vm *vm_with_disk(void)
 	vm->kvm_fd = vm->vm_fd = vm->shutdown_efd = -1;	/* IRQ ioctls fail harmlessly */
 	bus_init(&vm->pio_bus, "pio", true);
 	bus_init(&vm->mmio_bus, "mmio", false);
-	assert_int_equal(mem_init(&vm->mem, 16ULL << 20, &err), 0);
+	assert_int_equal(mem_init(&vm->mem, 16ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	assert_int_equal(pci_host_create(&pci, vm, &err), 0);
 	assert_int_equal(virtio_blk_create(&d, vm, pci, "blk0", "/fuzz/blk0.img", disk, false,
 					   false, &err), 0);

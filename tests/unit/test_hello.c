@@ -374,7 +374,7 @@ static struct vm *fake_vm(void)
 	struct kv_err err;
 
 	assert_non_null(vm);
-	if (mem_init(&vm->mem, STRIPE_MEM, &err))
+	if (mem_init(&vm->mem, STRIPE_MEM, MEM_BACKEND_MEMFD, &err))
 		fail_msg("%s", err.msg);
 	return vm;
 }

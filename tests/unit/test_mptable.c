@@ -169,7 +169,7 @@ static void test_write(void **state)
 	struct kv_err err;
 	struct parsed p;
 
-	assert_int_equal(mem_init(&m, 16ULL << 20, &err), 0);
+	assert_int_equal(mem_init(&m, 16ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	assert_int_equal(mptable_write(&m, 2, &err), 0);
 	parse(mem_gpa_to_hva(&m, MPTABLE_GPA, MPTABLE_MAX_SIZE), MPTABLE_MAX_SIZE,
 	      MPTABLE_GPA, &p);

@@ -299,7 +299,7 @@ static struct vm *mem_vm(uint64_t size)
 	struct vm *vm = calloc(1, sizeof(*vm));
 	struct kv_err err;
 
-	assert_int_equal(mem_init(&vm->mem, size, &err), 0);
+	assert_int_equal(mem_init(&vm->mem, size, MEM_BACKEND_MEMFD, &err), 0);
 	return vm;
 }
 

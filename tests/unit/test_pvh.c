@@ -151,7 +151,7 @@ static void test_pvh_load(void **state)
 
 	memset(initrd, 0xab, sizeof(initrd));
 	make_elf(&im, 4);
-	assert_int_equal(mem_init(&m, 64ULL << 20, &err), 0);
+	assert_int_equal(mem_init(&m, 64ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	/* stale bytes where the BSS goes must be zeroed by the loader */
 	memset(mem_gpa_to_hva(&m, LOAD_PADDR, BSS), 0x55, BSS);
 	assert_int_equal(pvh_load(&m, im.b, im.len, initrd, sizeof(initrd), "wss=1M hb=10",
@@ -192,7 +192,7 @@ static void test_pvh_memmap_high(void **state)
 	struct hvm_memmap_table_entry map[PVH_MAX_MEMMAP];
 	int n;
 
-	assert_int_equal(mem_init(&m, 8ULL << 30, &err), 0);
+	assert_int_equal(mem_init(&m, 8ULL << 30, MEM_BACKEND_MEMFD, &err), 0);
 	n = pvh_build_memmap(&m, map, PVH_MAX_MEMMAP, &err);
 	assert_int_equal(n, 5);
 	assert_int_equal(map[3].addr + map[3].size, MEM_HOLE_START);
@@ -210,7 +210,7 @@ static void test_pvh_reject(void **state)
 	struct pvh_boot boot;
 	char *longcmd = malloc(PVH_CMDLINE_MAX + 1);
 
-	assert_int_equal(mem_init(&m, 16ULL << 20, &err), 0);
+	assert_int_equal(mem_init(&m, 16ULL << 20, MEM_BACKEND_MEMFD, &err), 0);
 	memset(longcmd, 'x', PVH_CMDLINE_MAX);
 	longcmd[PVH_CMDLINE_MAX] = 0;
 	make_elf(&im, 4);

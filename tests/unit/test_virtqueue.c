@@ -36,7 +36,7 @@ static int setup(void **state)
 	struct fx *f = calloc(1, sizeof(*f));
 	struct kv_err err;
 
-	if (mem_init(&f->mem, 16ULL << 20, &err))
+	if (mem_init(&f->mem, 16ULL << 20, MEM_BACKEND_MEMFD, &err))
 		return -1;
 	f->vq = (struct vq_state){ .size = QSZ, .enabled = 1, .desc = DESC, .avail = AVAIL,
 				   .used = USED };
