@@ -186,6 +186,7 @@ static void print_status(json_t *info, const struct ctl_opts *o, bool full)
 	json_int_t cpus = json_integer_value(json_object_get(info, "cpus"));
 	json_int_t mem = json_integer_value(json_object_get(info, "mem"));
 	json_int_t up = json_integer_value(json_object_get(info, "uptime-ms"));
+	const char *backend = json_string_value(json_object_get(info, "mem-backend"));
 
 	printf("%s: %s", vm_name(info, o), status ? status : "unknown");
 	if (full) {
@@ -194,6 +195,8 @@ static void print_status(json_t *info, const struct ctl_opts *o, bool full)
 			printf(", %lld MiB", (long long)(mem / (1024 * 1024)));
 		else
 			printf(", %.1f MiB", (double)mem / (1024 * 1024));
+		if (backend && strcmp(backend, "memfd"))	/* only when not the default */
+			printf(" (%s)", backend);
 		printf(", up %.1f s", (double)up / 1000);
 	}
 	printf("\n");

@@ -27,6 +27,15 @@ static void usage(FILE *f)
 	      "  --name NAME          VM name (default: vm)\n"
 	      "  --mem SIZE           guest RAM, e.g. 512M, 4G (16M .. 1T; default 512M).\n"
 	      "                       RAM above 3 GiB is placed above 4 GiB (PCI hole).\n"
+	      "  --mem-backend memfd|anon|hugetlb\n"
+	      "                       what holds guest RAM on this host (an incoming or\n"
+	      "                       restored VM too: each host decides its own):\n"
+	      "                       memfd (default; can be handed to a new kvmove on\n"
+	      "                       the same host), anon (transparent huge pages where\n"
+	      "                       the host's THP setting allows them; no same-host\n"
+	      "                       hand-over) or hugetlb (2 MiB pages the host reserved\n"
+	      "                       in /proc/sys/vm/nr_hugepages; no post-copy).\n"
+	      "                       docs/MEMORY.md\n"
 	      "  --cpus N             vCPUs (1..64; default 1)\n"
 	      "  --cpu host|MODEL[,+FEAT,-FEAT...]\n"
 	      "                       the processor the guest sees: host (default: all\n"
@@ -221,6 +230,7 @@ int cmd_run(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "mem", required_argument, NULL, 'm' },
+		{ "mem-backend", required_argument, NULL, 'B' },
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "cpu", required_argument, NULL, 'u' },
 		{ "x-hide-host-feature", required_argument, NULL, 'H' },
@@ -268,6 +278,12 @@ int cmd_run(int argc, char **argv)
 		case 'm':
 			if (mem_parse_size(optarg, &o.mem_size, &err)) {
 				fprintf(stderr, "kvmove run: --mem: %s\n", err.msg);
+				return KV_EXIT_USAGE;
+			}
+			break;
+		case 'B':
+			if (mem_backend_parse(optarg, &o.mem_backend, &err)) {
+				fprintf(stderr, "kvmove run: --mem-backend: %s\n", err.msg);
 				return KV_EXIT_USAGE;
 			}
 			break;

@@ -466,6 +466,13 @@ json_t *mig_preflight(const struct mig_vm_config *cfg, const struct mig_host *ho
 			    "at most %" PRIu64 " MiB (--max-mem)", cfg->mem_size >> 20,
 			    host->max_mem >> 20);
 	/* a same-host hand-over shares the pages it already has */
+	else if (host->hugetlb && !cfg->local &&
+		 (cfg->mem_size > host->avail_mem || cfg->mem_size % (2ULL << 20)))
+		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this destination puts guest "
+			    "RAM on 2 MiB huge pages (--mem-backend hugetlb) and has %" PRIu64
+			    " MiB of them free%s", cfg->mem_size >> 20, host->avail_mem >> 20,
+			    cfg->mem_size % (2ULL << 20) ? ", and the size is not a multiple of "
+			    "2 MiB" : "");
 	else if (host->avail_mem && cfg->mem_size > host->avail_mem && !cfg->local)
 		add_failure(f, "memory", "the VM has %" PRIu64 " MiB; this host has %" PRIu64
 			    " MiB available", cfg->mem_size >> 20, host->avail_mem >> 20);

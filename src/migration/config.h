@@ -39,7 +39,8 @@ struct mig_vm_config {
 /* What a destination offers. */
 struct mig_host {
 	uint64_t max_mem;		/* --max-mem, 0 = no limit besides free RAM */
-	uint64_t avail_mem;		/* MemAvailable */
+	uint64_t avail_mem;		/* MemAvailable, or free huge pages (hugetlb) */
+	bool hugetlb;			/* RAM would be 2 MiB huge pages (--mem-backend) */
 	unsigned max_vcpus;		/* KVM's limit, or --max-vcpus */
 	bool has_lock;			/* --lock given */
 	const struct kvm_cpuid2 *supported;

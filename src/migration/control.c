@@ -61,6 +61,12 @@ int mig_start(struct migration **out, struct vm *vm, struct arbiter *arb,
 	if (strncmp(p->uri, "tcp:", 4) && strncmp(p->uri, "file:", 5) && !mig_uri_is_local(p->uri))
 		return kv_errf(err, EINVAL, "unsupported destination '%s' (tcp:HOST:PORT, "
 			       "unix:PATH or file:PATH)", p->uri);
+	if (mig_uri_is_local(p->uri) && !mem_backend_shareable(vm->mem.backend))
+		return kv_errf(err, EINVAL, "a same-host hand-over passes guest RAM to the new "
+			       "VMM, but this VM's RAM is private anonymous memory (--mem-backend "
+			       "%s); migrate it over tcp:127.0.0.1:PORT instead, or run VMs that "
+			       "will be upgraded in place with --mem-backend memfd or hugetlb",
+			       mem_backend_name(vm->mem.backend));
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return kv_errf(err, ENOMEM, "migration");

@@ -174,7 +174,8 @@ int src_precopy(struct migration *m, bool *postcopy, struct kv_err *err)
 	if ((m->pcfg.policy == MIG_POLICY_POSTCOPY ||
 	     __atomic_load_n(&m->start_postcopy, __ATOMIC_ACQUIRE)) && !m->peer_postcopy) {
 		r = kv_errf(err, ENOTSUP, "the destination cannot take post-copy "
-			    "(no userfaultfd for guest memory there)");
+			    "(no userfaultfd for guest memory there, or its guest RAM is "
+			    "not a memfd: --mem-backend anon or hugetlb)");
 		return src_set_fail(m, "postcopy", err, r);
 	}
 	round_start = t0;

@@ -117,8 +117,10 @@ static int cmd_query_vm(void *opaque, json_t *args, json_t **ret, struct kv_err 
 		return r;
 	if (!need_vm(vmm, err))
 		return -EAGAIN;
-	*ret = json_pack("{s:s, s:i, s:I, s:I, s:s}", "name", vmm->vm->cfg.name,
+	*ret = json_pack("{s:s, s:i, s:I, s:s, s:I, s:I, s:s}", "name", vmm->vm->cfg.name,
 			 "cpus", (int)vmm->vm->nvcpus, "mem", (json_int_t)vmm->vm->mem.size,
+			 "mem-backend", mem_backend_name(vmm->vm->mem.backend),
+			 "mem-resident", (json_int_t)mem_resident_bytes(&vmm->vm->mem),
 			 "uptime-ms", (json_int_t)vm_uptime_ms(vmm->vm),
 			 "status", vm_state_name(vm_get_state(vmm->vm)));
 	return 0;

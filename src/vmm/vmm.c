@@ -218,7 +218,8 @@ static int build_vm(void *opaque, const struct mig_vm_config *mc, struct vm **ou
 		    struct kv_err *err)
 {
 	struct vmm *vmm = opaque;
-	struct vm_config cfg = { .mem_size = vmm->opts.mem_size, .ncpus = vmm->opts.ncpus };
+	struct vm_config cfg = { .mem_size = vmm->opts.mem_size, .ncpus = vmm->opts.ncpus,
+				 .mem_backend = vmm->opts.mem_backend };
 	struct kvm_cpuid2 *cpuid = NULL;
 	struct vm *vm;
 	int r;
@@ -561,7 +562,12 @@ static int run_incoming(struct vmm *vmm)
 	j->in.on_resumed = incoming_resumed;
 	j->in.ev = incoming_event;
 	j->in.ev_opaque = vmm;
-	j->in.postcopy_ok = uffd_supported();
+	/* Post-copy finds the pages still to come as missing pages, which only a
+	 * memfd guarantees: userfaultfd on hugetlb would place 2 MiB at a time,
+	 * and in anon memory a page received during pre-copy brings its whole
+	 * 2 MiB transparent huge page in, so never-sent neighbours read as
+	 * zeros instead of faulting (test_uffd shows it). */
+	j->in.postcopy_ok = uffd_supported() && vmm->opts.mem_backend == MEM_BACKEND_MEMFD;
 	j->in.cancel = &j->cancel;
 	j->in.host.max_mem = vmm->opts.max_mem;
 	j->in.host.has_lock = vmm->arb != NULL;
@@ -569,6 +575,11 @@ static int run_incoming(struct vmm *vmm)
 	if (mig_host_probe(&j->in.host, &j->supported, &j->err)) {
 		fprintf(stderr, "kvmove: %s\n", j->err.msg);
 		return 1;
+	}
+	if (vmm->opts.mem_backend == MEM_BACKEND_HUGETLB) {
+		/* what an incoming VM's RAM would come from */
+		j->in.host.hugetlb = true;
+		j->in.host.avail_mem = mem_hugetlb_free();
 	}
 	cpu_cpuid_hide(j->supported, &vmm->opts.hide);	/* preflight sees what the VM would */
 	{

@@ -15,6 +15,7 @@
 
 #include "common/err.h"
 #include "core/cpumodel.h"
+#include "core/mem.h"
 #include "devices/device.h"
 #include "migration/allow.h"
 #include "migration/migration.h"
@@ -29,6 +30,7 @@ struct ctl_server;
 struct vmm_options {
 	const char *name;
 	uint64_t mem_size;
+	enum mem_backend mem_backend;	/* --mem-backend (also for incoming VMs) */
 	unsigned ncpus;
 	const char *kernel;
 	const char *initrd;	/* may be NULL */
