@@ -15,6 +15,7 @@ Everything it starts it stops at cleanup: agents and VMMs by PID (the VMMs
 from the agents' run directories), etcd members by PID, namespaces by name.
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -55,6 +56,9 @@ def sh(*argv, check_rc=True):
         raise kvtest.TestFailure("%s: exit %d: %s" % (" ".join(argv), r.returncode, r.stderr))
     return r
 
+
+# held while a cluster is up (Cluster.up .. down)
+LOCK_PATH = "/tmp/kvmove-cluster-tests.lock"
 
 class Agent:
     def __init__(self, cluster, k, extra=()):
@@ -156,6 +160,14 @@ class Cluster:
 
     def up(self, start_agents=True):
         h = self.h
+        # every cluster uses the same addresses (etcd at 10.10.0.201, ...):
+        # one at a time on a machine, whoever runs it (CTest serializes its
+        # own; two developers' or helpers' runs would collide)
+        self.lock = open(LOCK_PATH, "a")
+        t = now()
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
+        if now() - t > 1:
+            h.log("waited %.0f s for another cluster test to end" % (now() - t))
         h.add_cleanup(self.down)
         sh("bash", CLUSTER_SH, "up", "-p", self.prefix, "-n", str(self.hosts),
            "--mig-nets", str(self.mig_nets), "--etcd", str(len(self.etcd_ips)))
@@ -191,8 +203,9 @@ class Cluster:
         if self.etcd:
             self.etcd.stop()
         sh("bash", CLUSTER_SH, "down", "-p", self.prefix, check_rc=False)
-        if os.environ.get("KVMOVE_KEEP") != "1":
-            pass
+        if getattr(self, "lock", None):
+            self.lock.close()       # releases the flock
+            self.lock = None
 
     def diagnostics(self):
         out = []
