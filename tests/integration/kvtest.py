@@ -28,6 +28,7 @@ and nothing asserts on timing: timings belong in bench/.
 Python 3 standard library only.
 """
 
+import faulthandler
 import json
 import os
 import re
@@ -207,6 +208,12 @@ class Console:
                 if m:
                     return i, t, m
                 i += 1
+            # also while lines keep coming: a console that never stops
+            # talking must not keep the wait from ending
+            if now() >= deadline:
+                raise TestFailure("timed out after %.0f s waiting for %r on the "
+                                  "console (%d lines so far)"
+                                  % (scaled(timeout), what or pattern, len(self)))
             if batch:
                 continue
             dead = self.alive() if self.alive else None
@@ -216,10 +223,6 @@ class Console:
                 elif now() > grace:
                     raise TestFailure("waiting for %r on the console: %s"
                                       % (what or pattern, dead))
-            if now() >= deadline:
-                raise TestFailure("timed out after %.0f s waiting for %r on the "
-                                  "console (%d lines so far)"
-                                  % (scaled(timeout), what or pattern, len(self)))
 
     # Set by the owner: returns a reason string once the producer is gone.
     alive = None
@@ -1037,7 +1040,24 @@ def main(test, need_kvm=True):
     def on_signal(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
 
-    signal.signal(signal.SIGTERM, on_signal)   # ctest timeout: still clean up
+    signal.signal(signal.SIGTERM, on_signal)
+    # CTest kills a test that overruns its TIMEOUT with SIGKILL: no
+    # traceback, no clean-up (a cluster left up holds its addresses and
+    # fails the tests after it).  So fail first, 30 s before the limit CTest
+    # passes in KVMOVE_TEST_TIMEOUT, where the test stands; and should the
+    # main thread be stuck where no Python runs, dump every thread's stack
+    # 10 s before.
+    try:
+        budget = float(os.environ.get("KVMOVE_TEST_TIMEOUT", "0"))
+    except ValueError:
+        budget = 0
+    if budget > 60:
+        def on_alarm(signum, frame):
+            raise TestFailure("still running %.0f s before CTest's limit of %.0f s"
+                              % (30, budget))
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(int(budget - 30))
+        faulthandler.dump_traceback_later(budget - 10, exit=False)
     try:
         h = Harness(name, need_kvm=need_kvm)
         test(h)
@@ -1058,6 +1078,7 @@ def main(test, need_kvm=True):
         if h:
             print(h.diagnostics())
     finally:
+        signal.alarm(0)     # the clean-up is not cut short by the budget
         if h:
             h.cleanup()
     sys.stdout.flush()
