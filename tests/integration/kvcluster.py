@@ -18,6 +18,7 @@ from the agents' run directories), etcd members by PID, namespaces by name.
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -55,6 +56,24 @@ def sh(*argv, check_rc=True):
     if check_rc and r.returncode:
         raise kvtest.TestFailure("%s: exit %d: %s" % (" ".join(argv), r.returncode, r.stderr))
     return r
+
+
+def vmm_opened(pid, path):
+    """Has process pid the file at path open (or is it gone, so that it
+    never will)?"""
+    try:
+        st = os.stat(path)
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except FileNotFoundError:
+        return not os.path.exists("/proc/%d" % pid)
+    for fd in fds:
+        try:
+            o = os.stat("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
 # held while a cluster is up (Cluster.up .. down)
@@ -132,6 +151,14 @@ class Agent:
     def console(self, vm):
         return os.path.join(self.run_dir, vm + ".console")
 
+    def vmm_pid(self, vm):
+        """The PID of vm's VMM on this node (its pid file), or None."""
+        try:
+            with open(os.path.join(self.run_dir, vm + ".pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
 
 class Cluster:
     # a lease of 5 s renewed every 1.7 s: short enough for tests that wait for
@@ -168,6 +195,7 @@ class Cluster:
         fcntl.flock(self.lock, fcntl.LOCK_EX)
         if now() - t > 1:
             h.log("waited %.0f s for another cluster test to end" % (now() - t))
+        self.remove_stale()
         h.add_cleanup(self.down)
         sh("bash", CLUSTER_SH, "up", "-p", self.prefix, "-n", str(self.hosts),
            "--mig-nets", str(self.mig_nets), "--etcd", str(len(self.etcd_ips)))
@@ -185,6 +213,22 @@ class Cluster:
             for a in self.agents.values():
                 a.start()
             self.wait_nodes(self.hosts)
+
+    def remove_stale(self):
+        """With the lock held no other cluster is live, so any left on the
+        machine belongs to a run that was killed before its cleanup (CTest's
+        timeout kills the whole process tree): it would hold the addresses
+        and fail every cluster test after it.  Take it down."""
+        names = sh("ip", "-o", "link", "show", check_rc=False).stdout.split("\n")
+        names = [ln.split(":")[1].strip().split("@")[0] for ln in names if ln.count(":") > 1]
+        prefixes = {m.group(1) for m in (re.match(r"^(kc\d+)root$", n) for n in names) if m}
+        for ln in sh("ip", "netns", "list", check_rc=False).stdout.splitlines():
+            m = re.match(r"^(kc\d+)-(sw|h\d+|client)\b", ln)
+            if m:
+                prefixes.add(m.group(1))
+        for p in sorted(prefixes - {self.prefix}):
+            self.h.log("taking down cluster %s, left by a run that was killed" % p)
+            sh("bash", CLUSTER_SH, "down", "-p", p, check_rc=False)
 
     def down(self):
         for a in self.agents.values():
@@ -276,7 +320,20 @@ class Cluster:
         return self.cli(*args, *extra)
 
     def console(self, vm, node):
+        """A follower of vm's console on node, one per VMM there: a VMM
+        truncates its console when it starts, so a VM that comes back to a
+        node (or is booted again there) gets a new follower; the old one
+        would hold the last VMM's lines and read the new file from the old
+        offset."""
         key = (vm, node)
+        pid = self.agents[node].vmm_pid(vm)
+        con = self.consoles.get(key)
+        if con is not None and pid is not None:
+            if con.vmm_pid is None:
+                con.vmm_pid = pid
+            elif con.vmm_pid != pid:
+                con.close()
+                del self.consoles[key]
         if key not in self.consoles:
             path = self.agents[node].console(vm)
             deadline = now() + scaled(60)
@@ -284,14 +341,27 @@ class Cluster:
                 check(now() < deadline, "no console for %s on %s:\n%s"
                       % (vm, node, self.diagnostics()))
                 time.sleep(0.1)
-            self.consoles[key] = kvtest.Console(path)
+            # the file may still be the last VMM's until this one opens (and
+            # so truncates) it: follow it only from then on
+            pid = self.agents[node].vmm_pid(vm)
+            while pid is not None and not vmm_opened(pid, path):
+                check(now() < deadline, "the VMM of %s on %s (pid %d) never opened its "
+                      "console %s:\n%s" % (vm, node, pid, path, self.diagnostics()))
+                time.sleep(0.01)
+            con = kvtest.Console(path)
+            con.vmm_pid = self.agents[node].vmm_pid(vm)
+            self.consoles[key] = con
         return self.consoles[key]
 
     def wait_verified(self, vm, node, timeout=120):
         """The guest of vm on node verified all its memory (a VERIFY OK
-        after a pass that began on this node), and reported nothing bad."""
+        after a pass that began on this node), and reported nothing bad.
+        Only lines that arrive from now on count: a VM checked again on a
+        node (still running after a refused move, or back after moving
+        away) must show new passes, not the ones already seen."""
         con = self.console(vm, node)
-        i, _, m = con.wait_for(kvtest.RX_VERIFY_OK, timeout=timeout, fail_on=kvtest.RX_BAD,
+        i, _, m = con.wait_for(kvtest.RX_VERIFY_OK, start=len(con.lines), timeout=timeout,
+                               fail_on=kvtest.RX_BAD,
                                what="VERIFY OK from %s on %s" % (vm, node))
         first = int(m.group(1))
         # two more whole passes: every page checked at least once here
