@@ -345,11 +345,13 @@ class Cluster:
             # so truncates) it: follow it only from then on
             pid = self.agents[node].vmm_pid(vm)
             while pid is not None and not vmm_opened(pid, path):
-                check(now() < deadline, "the VMM of %s on %s (pid %d) never opened its "
-                      "console %s:\n%s" % (vm, node, pid, path, self.diagnostics()))
+                if now() >= deadline:
+                    raise kvtest.TestFailure("the VMM of %s on %s (pid %d) never opened its "
+                                             "console %s:\n%s" % (vm, node, pid, path,
+                                                                  self.diagnostics()))
                 time.sleep(0.01)
             con = kvtest.Console(path)
-            con.vmm_pid = self.agents[node].vmm_pid(vm)
+            con.vmm_pid = pid
             self.consoles[key] = con
         return self.consoles[key]
 
