@@ -386,8 +386,13 @@ int mem_next_data(const struct guest_mem *mem, uint64_t pos, uint64_t *data,
 	/* memfd: holes are never-written pages; hugetlbfs has no SEEK_DATA of
 	 * its own and answers "all data", which is right, only slower */
 	d = lseek(mem->memfd, (off_t)pos, SEEK_DATA);
-	if (d < 0)
-		return errno == ENXIO ? -ENXIO : (*data = pos, *end = mem->size, 0);
+	if (d < 0 && errno == ENXIO)
+		return -ENXIO;
+	if (d < 0) {		/* cannot tell: the rest counts as data */
+		*data = pos;
+		*end = mem->size;
+		return 0;
+	}
 	if ((uint64_t)d >= mem->size)
 		return -ENXIO;
 	h = lseek(mem->memfd, d, SEEK_HOLE);

@@ -335,7 +335,7 @@ static void test_ram_backends(void **state)
 			int fd = memfd_create("ram", 0);
 
 			assert_int_equal(src->mem.backend, bs[a]);
-			for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+			for (size_t i = 0; i < NAT; i++)
 				fill_test_page(mem_gpa_to_hva(&src->mem, at[i] * 4096, 4096), at[i],
 					       false);
 			/* memfd: exactly the pages written; anon: the transparent
